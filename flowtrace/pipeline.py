@@ -1,0 +1,104 @@
+"""The exporter thread: Timelines in (bounded), spans and metrics out.
+
+The request thread's only cost is ``submit()``: a length check and a deque
+append. One daemon thread per process builds trees, records metrics and
+hands spans to the SDK. When the queue is full the request's telemetry is
+dropped and counted (``flowtrace.telemetry.dropped``): memory stays bounded
+whatever the collector does. The thread is (re)started lazily, so a
+gunicorn ``--preload`` fork gets its own; pending work is flushed at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+
+from flowtrace import safety
+from flowtrace.timeline import Timeline
+
+Process = Callable[[Timeline], None]
+
+
+class Pipeline:
+    """A bounded hand-off from request threads to one exporter thread."""
+
+    def __init__(self, process: Process, max_pending: int, interval: float) -> None:
+        self._process = process
+        self._max_pending = max_pending
+        self._wake_at = max(1, min(512, max_pending // 4))
+        self._interval = interval
+        self._pending: deque[Timeline] = deque()
+        self._wake = threading.Event()
+        self._busy = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.dropped = 0
+        self.processed = 0
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (p := ref()) and p._after_fork())
+        atexit.register(lambda: (p := ref()) and p.shutdown())
+
+    def submit(self, tl: Timeline) -> None:
+        """Queue a finished request; never blocks, drops when full."""
+        pending = self._pending
+        if len(pending) >= self._max_pending or self._stopped:
+            self.dropped += 1
+            return
+        pending.append(tl)
+        if self._thread is None:
+            self._start()
+        elif len(pending) >= self._wake_at:
+            self._wake.set()
+
+    def _start(self) -> None:
+        with self._busy:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="flowtrace-export", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self.drain()
+
+    def drain(self) -> None:
+        """Process everything pending, in this thread."""
+        pending = self._pending
+        while pending:
+            with self._busy:
+                try:
+                    tl = pending.popleft()
+                except IndexError:
+                    return
+                try:
+                    self._process(tl)
+                    self.processed += 1
+                except Exception as exc:
+                    self.dropped += 1
+                    safety.report("export", exc, reraise=False)
+
+    def flush(self) -> None:
+        """Process everything submitted so far before returning."""
+        self.drain()
+        with self._busy:  # wait for an item the thread may be processing
+            pass
+
+    def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self.flush()
+        self._stopped = True
+        self._wake.set()
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's thread does not exist here."""
+        self._pending = deque()
+        self._wake = threading.Event()
+        self._busy = threading.Lock()
+        self._thread = None

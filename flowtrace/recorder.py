@@ -1,0 +1,126 @@
+"""Per-request work on the exporter thread: tree, metrics, then spans.
+
+Metrics are recorded for every request, sampled or not, from the full-detail
+tree, so they are exact whatever the sampling rate or span detail level.
+Spans are exported when the head sampler said so, or, even when it did not,
+when the request was slow or failed ("keep what matters"): stages are just
+timestamps until here, so that decision can be made at the end.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from flowtrace import semconv as sc
+from flowtrace.config import Config
+from flowtrace.otel import MetricSink, SpanSink, exemplar_context
+from flowtrace.queue_time import queue_ns
+from flowtrace.request_info import method_of, queue_header, root_attributes
+from flowtrace.timeline import RESOLVE, Timeline
+from flowtrace.tree import (
+    build_nodes,
+    count_stage,
+    middleware_totals,
+    shape_middleware,
+    stage_totals,
+)
+
+
+def status_code_of(status: str | None) -> int:
+    if not status:
+        return 0
+    try:
+        return int(status[:3])
+    except ValueError:
+        return 0
+
+
+def route_of(tl: Timeline) -> tuple[str, str | None]:
+    """(http.route, view dotted path) from Django's ResolverMatch, if any."""
+    if tl.route:
+        return tl.route, None
+    for kind, _, _, payload in tl.events:
+        if kind == RESOLVE and payload is not None:
+            route = getattr(payload, "route", None)
+            view = getattr(payload, "_func_path", None)
+            return ("/" + route if isinstance(route, str) else sc.UNMATCHED_ROUTE), view
+    return sc.UNMATCHED_ROUTE, None
+
+
+def error_of(tl: Timeline) -> tuple[str, str, str] | None:
+    """(type, message, stacktrace) of an exception the app raised or Django handled."""
+    if tl.exc is not None:
+        exc = tl.exc
+        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return type(exc).__qualname__, str(exc)[:1024], stack[:8192]
+    return tl.app_exc_info
+
+
+class Recorder:
+    """Turns one finished Timeline into metrics and (maybe) spans."""
+
+    def __init__(self, cfg: Config, spans: SpanSink, metrics: MetricSink | None) -> None:
+        self.cfg = cfg
+        self.spans = spans
+        self.metrics = metrics
+
+    def __call__(self, tl: Timeline) -> None:
+        cfg = self.cfg
+        django = bool(tl.layer_names)
+        queue = queue_ns(queue_header(tl.request), tl.wall_ns, cfg.max_queue_time)
+        root = build_nodes(tl, cfg, django, queue)
+        totals = stage_totals(root)
+        route, view = route_of(tl)
+        method, _ = method_of(tl.request)
+        status_code = status_code_of(tl.status) or (500 if tl.exc is not None else 0)
+        error = error_of(tl)
+        error_type = error[0] if tl.exc is not None and error else None
+        if error_type is None and status_code >= 500:
+            error_type = str(status_code)
+        queries = count_stage(root, sc.DB)
+        duration = root.duration
+        keep = self._keep_reason(tl, duration, error_type)
+        if self.metrics is not None:
+            base: dict[str, Any] = {sc.HTTP_ROUTE: route, sc.HTTP_METHOD: method}
+            if status_code:
+                base[sc.HTTP_STATUS] = status_code
+            per_mw = middleware_totals(root) if cfg.metrics_per_middleware else None
+            ctx = exemplar_context(tl.trace_id, tl.span_id) if keep else None
+            self.metrics.record(base, totals, per_mw, duration, queries, error_type, ctx)
+        if keep is None or not self.spans.enabled:
+            return
+        shape_middleware(root, cfg.middleware_spans)
+        attrs = root_attributes(tl.request, cfg)
+        attrs[sc.HTTP_ROUTE] = route
+        if status_code:
+            attrs[sc.HTTP_STATUS] = status_code
+        if error_type:
+            attrs[sc.ERROR_TYPE] = error_type
+        attrs[sc.ATTR_DB_QUERY_COUNT] = queries
+        attrs[sc.ATTR_KEPT] = keep
+        if tl.t_first_chunk:
+            attrs[sc.ATTR_TTFB] = (tl.t_first_chunk - root.start) / 1e9
+        if view:
+            _name_view(root, view)
+        name = f"{method if method != sc.OTHER_METHOD else 'HTTP'} {route}"
+        self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent),
+                        tl.to_wall, error, status_code)  # fmt: skip
+
+    def _keep_reason(self, tl: Timeline, duration_ns: int, error_type: str | None) -> str | None:
+        if tl.sampled:
+            return "head"
+        if error_type is not None and self.cfg.keep_errors:
+            return "error"
+        threshold = self.cfg.slow_threshold
+        if threshold is not None and duration_ns >= threshold * 1e9:
+            return "slow"
+        return None
+
+
+def _name_view(node: Any, view: str) -> None:
+    if node.stage == sc.VIEW and node.name == "view":
+        node.name = view
+        node.attrs[sc.ATTR_VIEW] = view
+    for child in node.children:
+        _name_view(child, view)

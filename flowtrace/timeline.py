@@ -1,0 +1,93 @@
+"""The per-request Timeline: cheap monotonic timestamps, nothing more.
+
+Everything that runs on the request thread only appends tuples to a list;
+turning them into spans and metrics happens later, off the hot path
+(``flowtrace.tree``). That is what keeps flowtrace's overhead per request in
+microseconds while still recording ten or more stages.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from time import perf_counter_ns
+from typing import Any
+
+# Event kinds: each event is a tuple ``(kind, t_start_ns, t_end_ns, payload)``.
+LAYER = 0  # one middleware layer (payload: layer index); split into halves later
+HOOK = 1  # process_view / process_template_response / process_exception
+RESOLVE = 2  # URL resolution (payload: ResolverMatch or None)
+VIEW = 3  # the view callable (payload: view dotted name)
+TEMPLATE = 4  # a template render (payload: template name)
+DB = 5  # a query (payload: DbCall)
+CACHE = 6  # a cache call (payload: (operation, backend, hit-info))
+APP = 7  # the WSGI application call (payload: None)
+
+Event = tuple[int, int, int, Any]
+
+clock = perf_counter_ns
+
+#: The Timeline of the request being served on this thread (or task), so that
+#: hooks installed once per process (DB, templates, cache) find their request.
+current: ContextVar[Timeline | None] = ContextVar("flowtrace.timeline", default=None)
+
+
+class Timeline:
+    """What one request went through, as raw timestamps.
+
+    ``t_call`` is when the WSGI server called us; ``wall_ns`` is the same
+    instant on the epoch clock, used to convert every perf-counter timestamp
+    to span time off the hot path.
+    """
+
+    __slots__ = (
+        "request",
+        "wall_ns",
+        "t_call",
+        "t_return",
+        "t_first_chunk",
+        "t_last_chunk",
+        "t_close_start",
+        "t_close_end",
+        "events",
+        "status",
+        "bytes_sent",
+        "chunks",
+        "client_gone",
+        "file_wrapper",
+        "exc",
+        "app_exc_info",
+        "route",
+        "layer_names",
+        "trace_id",
+        "span_id",
+        "parent",
+        "sampled",
+    )
+
+    def __init__(self, request: tuple[Any, ...], wall_ns: int, t_call: int) -> None:
+        self.request = request  # environ values at REQUEST_KEYS (flowtrace.request_info)
+        self.wall_ns = wall_ns
+        self.t_call = t_call
+        self.t_return = 0
+        self.t_first_chunk = 0
+        self.t_last_chunk = 0
+        self.t_close_start = 0
+        self.t_close_end = 0
+        self.events: list[Event] = []
+        self.status: str | None = None
+        self.bytes_sent = 0
+        self.chunks = 0
+        self.client_gone = False
+        self.file_wrapper = False
+        self.exc: BaseException | None = None  # escaped to the WSGI server
+        self.app_exc_info: tuple[str, str, str] | None = None  # handled by Django
+        self.route: str | None = None
+        self.layer_names: tuple[str, ...] = ()
+        self.trace_id = 0
+        self.span_id = 0
+        self.parent: Any = None  # remote parent SpanContext, if any
+        self.sampled = False
+
+    def to_wall(self, t_ns: int) -> int:
+        """Convert a perf-counter timestamp to nanoseconds since the epoch."""
+        return self.wall_ns + (t_ns - self.t_call)

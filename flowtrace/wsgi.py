@@ -1,0 +1,178 @@
+"""``FlowTrace``: the WSGI wrapper. Environ in, iterable out.
+
+The request path does only cheap things: two clock reads, a Timeline, a
+sampling decision, one context attach, and the body wrapper. Everything
+else (span trees, metrics, export) happens on the exporter thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from time import time_ns
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+from flowtrace import django_calls, django_hooks, providers, safety
+from flowtrace.config import Config, load_config
+from flowtrace.otel import MetricSink, SpanSink
+from flowtrace.pipeline import Pipeline
+from flowtrace.recorder import Recorder
+from flowtrace.request_info import snapshot
+from flowtrace.response import wrap_body
+from flowtrace.timeline import Timeline, clock, current
+
+logger = logging.getLogger("flowtrace")
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_PROPAGATION_KEYS = ("HTTP_TRACEPARENT", "HTTP_BAGGAGE", "HTTP_B3", "HTTP_X_B3_TRACEID")
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+
+class _EnvironGetter(Getter[dict[str, Any]]):
+    def get(self, carrier: dict[str, Any], key: str) -> list[str] | None:
+        value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
+        return [value] if isinstance(value, str) else None
+
+    def keys(self, carrier: dict[str, Any]) -> list[str]:
+        return [k[5:].lower().replace("_", "-") for k in carrier if k.startswith("HTTP_")]
+
+
+_GETTER = _EnvironGetter()
+
+
+class FlowTrace:
+    """Wrap a WSGI application (Django's, or any) and trace every request.
+
+    ``application = FlowTrace(get_wsgi_application())`` is the whole setup;
+    options are keyword-only, see ``flowtrace.config.Config``.
+    """
+
+    def __init__(
+        self,
+        application: WSGIApp,
+        *,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        **options: Any,
+    ) -> None:
+        self.application = application
+        self.config: Config = load_config(options)
+        self._active = False
+        self._layer_names: tuple[str, ...] = ()
+        self._pipeline: Pipeline | None = None
+        if self.config.enabled:
+            with safety.guard("setup"):
+                self._setup(tracer_provider, meter_provider)
+
+    def _setup(self, tracer_provider: Any, meter_provider: Any) -> None:
+        cfg = self.config
+        spans = SpanSink(providers.tracer_provider(tracer_provider, cfg))
+        metrics = None
+        if cfg.metrics:
+            http_metric = cfg.http_server_metric
+            if http_metric is None:
+                http_metric = not providers.otel_django_active()
+            provider = providers.meter_provider(meter_provider, cfg)
+            metrics = MetricSink(provider, http_metric, lambda: self.dropped)
+        if django_hooks.is_django_handler(self.application):
+            self._layer_names = django_hooks.instrument_handler(self.application)
+            django_calls.install(cfg.record_sql_parameters)
+        self._spans = spans
+        self._metrics = metrics
+        self._header_keys = cfg.header_environ_keys
+        self._route_resolver = cfg.route_resolver
+        self._pipeline = Pipeline(Recorder(cfg, spans, metrics), cfg.max_pending, cfg.export_interval)
+        self._active = True
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
+        if not self._active:
+            return self.application(environ, start_response)
+        t_call = clock()
+        tl = Timeline(snapshot(environ, self._header_keys), time_ns(), t_call)
+        tl.layer_names = self._layer_names
+        otel_token = self._start_trace(tl, environ)
+
+        def traced_start_response(status: str, headers: Any, *exc_info: Any) -> Any:
+            tl.status = status
+            return start_response(status, headers, *exc_info)
+
+        token = current.set(tl)
+        try:
+            result = self.application(environ, traced_start_response)
+        except BaseException as exc:
+            tl.t_return = clock()
+            tl.exc = exc
+            self._finish(tl)
+            raise
+        finally:
+            current.reset(token)
+            if otel_token is not None:
+                otel_context.detach(otel_token)
+        tl.t_return = clock()
+        if self._route_resolver is not None:
+            with safety.guard("route_resolver"):
+                tl.route = self._route_resolver(environ)
+        try:
+            return wrap_body(result, environ, tl, self._finish)
+        except Exception as exc:  # never lose the app's response
+            safety.report("wrap_body", exc)
+            return result
+
+    def _start_trace(self, tl: Timeline, environ: dict[str, Any]) -> object | None:
+        """Head sampling and ids; make the root the current span for the app."""
+        spans = self._spans
+        if not spans.enabled:
+            return None
+        try:
+            parent_ctx = None
+            parent = None
+            if any(key in environ for key in _PROPAGATION_KEYS):
+                parent_ctx = propagate.extract(environ, getter=_GETTER)
+                candidate = trace.get_current_span(parent_ctx).get_span_context()
+                if candidate.is_valid:
+                    parent = candidate
+            trace_id = parent.trace_id if parent else spans.id_generator.generate_trace_id()
+            span_id = spans.id_generator.generate_span_id()
+            decision = spans.sampler.should_sample(parent_ctx, trace_id, "HTTP", SpanKind.SERVER)
+            sampled = decision.decision.is_sampled()
+            tl.trace_id, tl.span_id, tl.parent, tl.sampled = trace_id, span_id, parent, sampled
+            span_ctx = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED,
+                                   decision.trace_state)  # fmt: skip
+            ctx = trace.set_span_in_context(NonRecordingSpan(span_ctx), parent_ctx)
+            return otel_context.attach(ctx)
+        except Exception as exc:
+            safety.report("start_trace", exc)
+            return None
+
+    def _finish(self, tl: Timeline) -> None:
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        try:
+            pipeline.submit(tl)
+        except Exception as exc:
+            safety.report("submit", exc)
+
+    def flush(self) -> None:
+        """Export everything recorded so far (tests, CLI, shutdown hooks)."""
+        if self._pipeline is None:
+            return
+        self._pipeline.flush()
+        sinks: list[Any] = [self._spans, self._metrics]
+        for sink in sinks:
+            with safety.guard("flush"):
+                if sink is not None and hasattr(sink.provider, "force_flush"):
+                    sink.provider.force_flush()
+
+    @property
+    def dropped(self) -> int:
+        """Requests whose telemetry was dropped (queue full or export error)."""
+        return self._pipeline.dropped if self._pipeline is not None else 0
