@@ -20,6 +20,7 @@ from flowtrace.request_info import method_of, queue_header, root_attributes
 from flowtrace.timeline import RESOLVE, Timeline
 from flowtrace.tree import (
     build_nodes,
+    count_nodes,
     count_stage,
     middleware_totals,
     shape_middleware,
@@ -99,6 +100,7 @@ class Recorder:
             attrs[sc.ERROR_TYPE] = error_type
         attrs[sc.ATTR_DB_QUERY_COUNT] = queries
         attrs[sc.ATTR_KEPT] = keep
+        attrs[sc.ATTR_SPAN_COUNT] = 1 + count_nodes(root)
         if tl.t_first_chunk:
             attrs[sc.ATTR_TTFB] = (tl.t_first_chunk - root.start) / 1e9
         if view:

@@ -59,6 +59,7 @@ ATTR_FILE_WRAPPER: Final = "flowtrace.streaming.file_wrapper"
 ATTR_QUEUE_HEADER: Final = "flowtrace.queue.header"
 ATTR_DB_QUERY_COUNT: Final = "flowtrace.db.query_count"
 ATTR_KEPT: Final = "flowtrace.sampling.kept"  # "head" | "slow" | "error"
+ATTR_SPAN_COUNT: Final = "flowtrace.span_count"  # spans in this trace from flowtrace
 
 # --- OpenTelemetry semantic-convention keys ----------------------------------
 HTTP_METHOD: Final = "http.request.method"

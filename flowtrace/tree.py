@@ -198,6 +198,11 @@ def middleware_totals(root: Node) -> dict[str, int]:
     return out
 
 
+def count_nodes(root: Node) -> int:
+    """Nodes below the root (each becomes a span)."""
+    return sum(1 + count_nodes(child) for child in root.children)
+
+
 def count_stage(root: Node, stage: str, outermost_only: bool = False) -> int:
     """How many nodes of a stage the tree holds (nested ones optionally skipped)."""
     count = 0

@@ -1,0 +1,120 @@
+"""Shared fixtures: Django test project, real OTLP receiver, gunicorn, strictness."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.testproject.settings")
+os.environ["FLOWTRACE_STRICT"] = "1"  # swallowed internal errors fail tests
+_DB_DIR = tempfile.mkdtemp(prefix="flowtrace-tests-")
+os.environ["FLOWTRACE_DEMO_DB"] = str(Path(_DB_DIR) / "db.sqlite3")
+
+import pytest  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+    InMemorySpanExporter,
+)
+
+from flowtrace import FlowTrace, django_calls, safety  # noqa: E402
+from flowtrace.demo.setup_db import prepare  # noqa: E402
+from tests.otlp_receiver import Receiver, running_receiver  # noqa: E402
+from tests.servers import GunicornServer, gunicorn, otel_env  # noqa: E402
+
+prepare()
+
+
+@pytest.fixture(autouse=True)
+def _flowtrace_strict() -> Iterator[None]:
+    """Fail a test when flowtrace swallowed an internal error during it."""
+    safety.reset()
+    yield
+    errors = list(safety.errors)
+    safety.reset()
+    assert not errors, f"flowtrace swallowed internal errors: {errors!r}"
+
+
+class InProcess:
+    """FlowTrace around a fresh Django handler, exporting to memory (real SDK)."""
+
+    def __init__(self, **options: Any) -> None:
+        from django.core.handlers.wsgi import WSGIHandler
+
+        self.exporter = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        self.handler = WSGIHandler()
+        self.app = FlowTrace(
+            self.handler, tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider, **options,
+        )  # fmt: skip
+
+    def spans(self) -> list[Any]:
+        self.app.flush()
+        return list(self.exporter.get_finished_spans())
+
+    def shutdown(self) -> None:
+        self.app.flush()
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+        if self.app._pipeline is not None:
+            self.app._pipeline.shutdown()
+
+
+@pytest.fixture
+def make_inprocess() -> Iterator[Any]:
+    made: list[InProcess] = []
+
+    def make(**options: Any) -> InProcess:
+        made.append(InProcess(**options))
+        return made[-1]
+
+    yield make
+    for item in made:
+        item.shutdown()
+    django_calls.uninstall()
+    assert not django_calls.installed()
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as r:
+        yield r
+
+
+@pytest.fixture(scope="session")
+def server(receiver: Receiver) -> Iterator[GunicornServer]:
+    """gunicorn (sync worker) serving the validated, traced test project."""
+    env = otel_env(receiver.endpoint, FLOWTRACE_DEMO_DB=os.environ["FLOWTRACE_DEMO_DB"])
+    with gunicorn("tests.testproject.wsgi:application", env) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def bare_server(receiver: Receiver) -> Iterator[GunicornServer]:
+    """gunicorn serving the traced app without the validator (file_wrapper kept)."""
+    env = otel_env(receiver.endpoint, FLOWTRACE_DEMO_DB=os.environ["FLOWTRACE_DEMO_DB"])
+    with gunicorn("tests.testproject.wsgi:traced", env) as s:
+        yield s
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the measured stage accuracy (injected vs recorded) for the notes."""
+    from tests.test_stages_gunicorn import ACCURACY
+
+    if not ACCURACY:
+        return
+    terminalreporter.section("flowtrace stage accuracy (gunicorn, OTLP)")
+    terminalreporter.write_line(f"{'stage':40} {'injected ms':>12} {'recorded ms':>12} {'error ms':>9}")
+    for stage, injected, recorded in ACCURACY:
+        terminalreporter.write_line(
+            f"{stage:40} {injected:12.2f} {recorded:12.3f} {recorded - injected:9.3f}"
+        )

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.urls import include, path
+from django.views.decorators.csrf import csrf_exempt
+
+from tests.testproject import views
+
+urlpatterns = [
+    path("t/slow-view", views.slow_view),
+    path("t/slow-template", views.slow_template),
+    path("t/slow-deferred", views.slow_deferred),
+    path("t/slow-query", views.slow_query),
+    path("t/slow-stream", views.slow_stream),
+    path("t/slow-close", views.slow_close),
+    path("t/secret", csrf_exempt(views.echo_secret)),
+    path("t/method/<slug:name>", csrf_exempt(views.method_view)),
+    path("", include("flowtrace.demo.urls")),
+]
