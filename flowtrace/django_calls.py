@@ -31,9 +31,6 @@ _CACHE_OTHERS = (
 class QueryTimer:
     """A ``connection.execute_wrapper`` that records each query's interval."""
 
-    def __init__(self, keep_parameters: bool) -> None:
-        self.keep_parameters = keep_parameters
-
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         tl = current.get()
         if tl is None:
@@ -42,17 +39,17 @@ class QueryTimer:
         try:
             return execute(sql, params, many, context)
         finally:
-            kept = params if self.keep_parameters else None
+            kept = params if tl.keep_sql_params else None
             batch = len(params) if many and hasattr(params, "__len__") else 0
             vendor = context["connection"].vendor
             tl.events.append((DB, t0, clock(), (sql, vendor, batch, kept)))
 
 
-def _install_queries(keep_parameters: bool) -> None:
+def _install_queries() -> None:
     from django.db import connections
     from django.db.backends.signals import connection_created
 
-    timer = QueryTimer(keep_parameters)
+    timer = QueryTimer()
 
     def add_to(connection: Any) -> None:
         wrappers = connection.execute_wrappers
@@ -164,12 +161,12 @@ def _install_caches() -> None:
         _restore.append(restore)
 
 
-def install(keep_sql_parameters: bool = False) -> None:
+def install() -> None:
     """Install the DB, template and cache hooks once per process."""
     with _lock:
         if _restore:
             return
-        _install_queries(keep_sql_parameters)
+        _install_queries()
         _install_templates()
         _install_caches()
 

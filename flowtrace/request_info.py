@@ -55,10 +55,9 @@ def wsgi_text(value: Any, limit: int) -> str:
 
 
 def method_of(request: tuple[Any, ...]) -> tuple[str, str]:
-    """(normalised method, original): unknown methods become ``_OTHER``."""
+    """(method, original): methods are case-sensitive; unknown ones are ``_OTHER``."""
     original = request[METHOD] if isinstance(request[METHOD], str) else ""
-    method = original.upper()
-    return (method if method in sc.KNOWN_METHODS else sc.OTHER_METHOD), original[:32]
+    return (original if original in sc.KNOWN_METHODS else sc.OTHER_METHOD), original[:32]
 
 
 def queue_header(request: tuple[Any, ...]) -> str | None:

@@ -62,6 +62,7 @@ class Timeline:
         "span_id",
         "parent",
         "sampled",
+        "keep_sql_params",
     )
 
     def __init__(self, request: tuple[Any, ...], wall_ns: int, t_call: int) -> None:
@@ -87,6 +88,7 @@ class Timeline:
         self.span_id = 0
         self.parent: Any = None  # remote parent SpanContext, if any
         self.sampled = False
+        self.keep_sql_params = False  # per FlowTrace option, read by the DB hook
 
     def to_wall(self, t_ns: int) -> int:
         """Convert a perf-counter timestamp to nanoseconds since the epoch."""

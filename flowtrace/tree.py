@@ -220,41 +220,54 @@ def count_stage(root: Node, stage: str, outermost_only: bool = False) -> int:
 def shape_middleware(root: Node, mode: str) -> None:
     """Apply the span detail level: ``halves`` (as built), ``combined``, ``none``.
 
-    Metrics are computed before this, so they are exact at every level.
+    ``combined`` merges the contiguous request halves into one span and the
+    response halves into another, with per-middleware names and exclusive
+    durations as array attributes; hooks (``process_view``...) stay separate
+    because they run at another time. ``none`` drops middleware spans and
+    keeps their children. Metrics are computed before this, so they are
+    exact at every level.
     """
     if mode == "halves":
         return
     todo = [root]
     while todo:
         node = todo.pop()
-        if any(c.attrs.get(sc.ATTR_MIDDLEWARE_HALF) and sc.ATTR_MIDDLEWARE_HOOK not in c.attrs
-               for c in node.children):  # fmt: skip
+        if any(c.stage == sc.MIDDLEWARE for c in node.children):
             node.children = _reshape(node.children, mode)
         todo.extend(node.children)
 
 
-def _is_half(node: Node, half: str) -> bool:
-    return node.attrs.get(sc.ATTR_MIDDLEWARE_HALF) == half and sc.ATTR_MIDDLEWARE_HOOK not in node.attrs
+def _half(node: Node) -> str | None:
+    if node.stage != sc.MIDDLEWARE or sc.ATTR_MIDDLEWARE_HOOK in node.attrs:
+        return None
+    half = node.attrs.get(sc.ATTR_MIDDLEWARE_HALF)
+    return half if isinstance(half, str) else None
+
+
+def _merge(group: list[Node], half: str) -> Node:
+    attrs = {
+        sc.ATTR_STAGE: sc.MIDDLEWARE,
+        sc.ATTR_MIDDLEWARE_HALF: half,
+        sc.ATTR_MIDDLEWARE_NAMES: [n.attrs[sc.ATTR_MIDDLEWARE] for n in group],
+        sc.ATTR_MIDDLEWARE_DURATIONS: [n.exclusive / 1e9 for n in group],
+    }
+    merged = Node(f"middleware {half}", sc.MIDDLEWARE, group[0].start, group[-1].end, 1, attrs)
+    merged.children = [child for n in group for child in n.children]
+    return merged
 
 
 def _reshape(children: list[Node], mode: str) -> list[Node]:
     out: list[Node] = []
-    for half in (_HALF_REQUEST, _HALF_RESPONSE, None):
-        group = [c for c in children if _is_half(c, half)] if half else []
-        if half is None:
-            out.extend(c for c in children if not (_is_half(c, _HALF_REQUEST) or _is_half(c, _HALF_RESPONSE)))
-            continue
-        if not group:
-            continue
-        if mode == "none":
-            for c in group:
-                out.extend(c.children)
-            continue
-        merged = Node(f"middleware {half}", sc.MIDDLEWARE, group[0].start, group[-1].end, 1,
-                      {sc.ATTR_STAGE: sc.MIDDLEWARE, sc.ATTR_MIDDLEWARE_HALF: half,
-                       sc.ATTR_MIDDLEWARE_NAMES: [c.attrs[sc.ATTR_MIDDLEWARE] for c in group],
-                       sc.ATTR_MIDDLEWARE_DURATIONS: [c.exclusive / 1e9 for c in group]})  # fmt: skip
-        merged.children = [gc for c in group for gc in c.children]
-        out.append(merged)
+    groups: dict[str, list[Node]] = {}
+    for node in children:
+        if node.stage != sc.MIDDLEWARE:
+            out.append(node)
+        elif mode == "none":
+            out.extend(node.children)
+        elif (half := _half(node)) is not None:
+            groups.setdefault(half, []).append(node)
+        else:
+            out.append(node)  # a hook span
+    out.extend(_merge(group, half) for half, group in groups.items())
     out.sort(key=lambda n: (n.start, -n.end, n.priority))
     return out

@@ -84,11 +84,12 @@ class FlowTrace:
             metrics = MetricSink(provider, http_metric, lambda: self.dropped)
         if django_hooks.is_django_handler(self.application):
             self._layer_names = django_hooks.instrument_handler(self.application)
-            django_calls.install(cfg.record_sql_parameters)
+            django_calls.install()
         self._spans = spans
         self._metrics = metrics
         self._header_keys = cfg.header_environ_keys
         self._route_resolver = cfg.route_resolver
+        self._keep_sql_params = cfg.record_sql_parameters
         self._pipeline = Pipeline(Recorder(cfg, spans, metrics), cfg.max_pending, cfg.export_interval)
         self._active = True
 
@@ -98,6 +99,7 @@ class FlowTrace:
         t_call = clock()
         tl = Timeline(snapshot(environ, self._header_keys), time_ns(), t_call)
         tl.layer_names = self._layer_names
+        tl.keep_sql_params = self._keep_sql_params
         otel_token = self._start_trace(tl, environ)
 
         def traced_start_response(status: str, headers: Any, *exc_info: Any) -> Any:

@@ -26,6 +26,7 @@ def environ_for(
     env: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
+        "SCRIPT_NAME": "",
         "QUERY_STRING": query,
         "wsgi.input": io.BytesIO(body),
         "wsgi.errors": sys.stderr,
