@@ -20,17 +20,9 @@ _MAX_LENGTH = 64
 _SKEW_NS = 5_000_000  # 5 ms
 
 
-def _to_ns(value: float, text: str) -> int | None:
-    """Scale a number to nanoseconds by its magnitude (dates after ~1973)."""
-    if value < 1e11:  # seconds: 1e9..1e11 covers 2001..5138
-        return int(round(value * 1e9)) if "." in text else int(text) * 1_000_000_000
-    if value < 1e14:  # milliseconds
-        return int(round(value * 1e6))
-    if value < 1e17:  # microseconds
-        return int(round(value * 1e3))
-    if value < 1e20:  # nanoseconds
-        return int(text.split(".")[0])
-    return None
+def _scale(whole: str, fraction: str, digits: int) -> int:
+    """``whole.fraction`` times 10**digits, exactly (no float rounding)."""
+    return int(whole) * 10**digits + int((fraction + "0" * digits)[:digits] or "0")
 
 
 def parse_queue_start(header: str | None) -> int | None:
@@ -40,14 +32,19 @@ def parse_queue_start(header: str | None) -> int | None:
     match = _HEADER.match(header)
     if match is None:
         return None
-    text = match.group(1)
-    try:
-        value = float(text)
-    except ValueError:  # pragma: no cover - the regex admits only numbers
+    whole, _, fraction = match.group(1).partition(".")
+    value = int(whole)
+    if value < 10**8:  # before 1973 in seconds, or plain garbage
         return None
-    if value < 1e8:  # before 1973 in seconds, or plain garbage
-        return None
-    return _to_ns(value, text)
+    if value < 10**11:  # seconds: 1e9..1e11 covers 2001..5138
+        return _scale(whole, fraction, 9)
+    if value < 10**14:  # milliseconds
+        return _scale(whole, fraction, 6)
+    if value < 10**17:  # microseconds
+        return _scale(whole, fraction, 3)
+    if value < 10**20:  # nanoseconds
+        return value
+    return None
 
 
 def queue_ns(header: str | None, arrival_wall_ns: int, max_seconds: float) -> int | None:
