@@ -67,9 +67,7 @@ class Config:
     @property
     def header_environ_keys(self) -> tuple[tuple[str, str], ...]:
         """(environ key, header name) pairs for the opt-in header allowlist."""
-        return tuple(
-            ("HTTP_" + h.upper().replace("-", "_"), h) for h in self.capture_headers
-        )
+        return tuple(("HTTP_" + h.upper().replace("-", "_"), h) for h in self.capture_headers)
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
@@ -103,9 +101,7 @@ def _django_settings() -> dict[str, Any]:
     return dict(value)
 
 
-def load_config(
-    overrides: Mapping[str, Any], env: Mapping[str, str] | None = None
-) -> Config:
+def load_config(overrides: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
     """Merge defaults, Django settings, keywords and environment into a Config."""
     known = {f.name for f in fields(Config)}
     merged: dict[str, Any] = {}

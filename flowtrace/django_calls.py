@@ -89,10 +89,10 @@ def _install_templates() -> None:
         finally:
             tl.events.append((TEMPLATE, t0, clock(), self.name))
 
-    Template.render = render  # type: ignore[method-assign]
+    Template.render = render
 
     def restore() -> None:
-        Template.render = original  # type: ignore[method-assign]
+        Template.render = original
 
     _restore.append(restore)
 

@@ -78,8 +78,11 @@ class SpanSink:
             events = (
                 Event(
                     "exception",
-                    {"exception.type": error[0], "exception.message": error[1],
-                     "exception.stacktrace": error[2]},  # fmt: skip
+                    {
+                        "exception.type": error[0],
+                        "exception.message": error[1],
+                        "exception.stacktrace": error[2],
+                    },  # fmt: skip
                     to_wall(root.end),
                 ),
             )

@@ -39,8 +39,19 @@ class Pipeline:
         self.dropped = 0
         self.processed = 0
         ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (p := ref()) and p._after_fork())
-        atexit.register(lambda: (p := ref()) and p.shutdown())
+
+        def after_fork() -> None:
+            pipeline = ref()
+            if pipeline is not None:
+                pipeline._after_fork()
+
+        def at_exit() -> None:
+            pipeline = ref()
+            if pipeline is not None:
+                pipeline.shutdown()
+
+        os.register_at_fork(after_in_child=after_fork)
+        atexit.register(at_exit)
 
     def submit(self, tl: Timeline) -> None:
         """Queue a finished request; never blocks, drops when full."""

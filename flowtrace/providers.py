@@ -54,9 +54,12 @@ def _span_exporter(cfg: Config) -> SpanExporter | None:
 
         return ConsoleSpanExporter()
     if _protocol("TRACES") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
+            OTLPSpanExporter,
+        )
 
-        return OTLPSpanExporter()
+        exporter: SpanExporter = OTLPSpanExporter()
+        return exporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
@@ -81,7 +84,9 @@ def _metric_readers(cfg: Config) -> list[MetricReader]:
 
         return [PeriodicExportingMetricReader(ConsoleMetricExporter())]
     if _protocol("METRICS") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found,unused-ignore]
+            OTLPMetricExporter,
+        )
 
         return [PeriodicExportingMetricReader(OTLPMetricExporter())]
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (

@@ -22,7 +22,7 @@ _SKEW_NS = 5_000_000  # 5 ms
 
 def _scale(whole: str, fraction: str, digits: int) -> int:
     """``whole.fraction`` times 10**digits, exactly (no float rounding)."""
-    return int(whole) * 10**digits + int((fraction + "0" * digits)[:digits] or "0")
+    return int(whole + (fraction + "0" * digits)[:digits])
 
 
 def parse_queue_start(header: str | None) -> int | None:

@@ -46,9 +46,9 @@ def wsgi_text(value: Any, limit: int) -> str:
     """A WSGI "bytes-as-latin-1" string decoded as UTF-8, never raising."""
     if not isinstance(value, str):
         return ""
-    value = value[: limit * 4]
+    value = str(value[: limit * 4])
     try:
-        text = value.encode("latin-1").decode("utf-8", "replace")
+        text: str = value.encode("latin-1").decode("utf-8", "replace")
     except UnicodeEncodeError:  # the server already decoded it
         text = value
     return text[:limit]
@@ -97,7 +97,7 @@ def root_attributes(request: tuple[Any, ...], cfg: Config) -> dict[str, Any]:
     if cfg.capture_query != "off" and isinstance(query, str) and query:
         text = wsgi_text(query, limit)
         attrs[sc.URL_QUERY] = text if cfg.capture_query == "full" else _redact_query(text)
-    for (_, name), value in zip(cfg.header_environ_keys, request[_HEADERS:]):
+    for (_, name), value in zip(cfg.header_environ_keys, request[_HEADERS:], strict=False):
         if isinstance(value, str):
             attrs[sc.REQUEST_HEADER_PREFIX + name] = (wsgi_text(value, limit),)
     return attrs

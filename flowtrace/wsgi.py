@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from contextvars import Token
 from time import time_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from flowtrace import django_calls, django_hooks, providers, safety
@@ -34,6 +37,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _PROPAGATION_KEYS = ("HTTP_TRACEPARENT", "HTTP_BAGGAGE", "HTTP_B3", "HTTP_X_B3_TRACEID")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_SAMPLED_DECISIONS = (Decision.RECORD_AND_SAMPLE,)
 
 
 class _EnvironGetter(Getter[dict[str, Any]]):
@@ -90,7 +94,9 @@ class FlowTrace:
         self._header_keys = cfg.header_environ_keys
         self._route_resolver = cfg.route_resolver
         self._keep_sql_params = cfg.record_sql_parameters
-        self._pipeline = Pipeline(Recorder(cfg, spans, metrics), cfg.max_pending, cfg.export_interval)
+        self._pipeline = Pipeline(
+            Recorder(cfg, spans, metrics), cfg.max_pending, cfg.export_interval
+        )
         self._active = True
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
@@ -128,7 +134,7 @@ class FlowTrace:
             safety.report("wrap_body", exc)
             return result
 
-    def _start_trace(self, tl: Timeline, environ: dict[str, Any]) -> object | None:
+    def _start_trace(self, tl: Timeline, environ: dict[str, Any]) -> Token[Context] | None:
         """Head sampling and ids; make the root the current span for the app."""
         spans = self._spans
         if not spans.enabled:
@@ -144,7 +150,7 @@ class FlowTrace:
             trace_id = parent.trace_id if parent else spans.id_generator.generate_trace_id()
             span_id = spans.id_generator.generate_span_id()
             decision = spans.sampler.should_sample(parent_ctx, trace_id, "HTTP", SpanKind.SERVER)
-            sampled = decision.decision.is_sampled()
+            sampled = decision.decision in _SAMPLED_DECISIONS
             tl.trace_id, tl.span_id, tl.parent, tl.sampled = trace_id, span_id, parent, sampled
             span_ctx = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED,
                                    decision.trace_state)  # fmt: skip

@@ -113,7 +113,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not ACCURACY:
         return
     terminalreporter.section("flowtrace stage accuracy (gunicorn, OTLP)")
-    terminalreporter.write_line(f"{'stage':40} {'injected ms':>12} {'recorded ms':>12} {'error ms':>9}")
+    terminalreporter.write_line(
+        f"{'stage':40} {'injected ms':>12} {'recorded ms':>12} {'error ms':>9}"
+    )
     for stage, injected, recorded in ACCURACY:
         terminalreporter.write_line(
             f"{stage:40} {injected:12.2f} {recorded:12.3f} {recorded - injected:9.3f}"

@@ -32,8 +32,13 @@ def _secret_requests(app: Any) -> None:
          headers={"Cookie": f"sessionid={SECRETS['cookie']}",
                   "Authorization": f"Bearer {SECRETS['auth']}",
                   "X-Api-Key": SECRETS["header"]})  # fmt: skip
-    call(app, "/t/secret", method="POST", body=f"password={SECRETS['form']}".encode(),
-         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    call(
+        app,
+        "/t/secret",
+        method="POST",
+        body=f"password={SECRETS['form']}".encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     call(app, "/t/secret", query=f"token={SECRETS['sql']}")
 
 

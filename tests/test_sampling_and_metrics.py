@@ -116,5 +116,7 @@ def test_random_404_paths_create_no_new_series(make_inprocess: Any) -> None:
     inproc = make_inprocess()
     for i in range(50):
         call(inproc.app, f"/random/{i}/path")
-    series = {tuple(sorted(p.attributes.items())) for p in _points(inproc, "flowtrace.request.duration")}
+    series = {
+        tuple(sorted(p.attributes.items())) for p in _points(inproc, "flowtrace.request.duration")
+    }
     assert len(series) == 1

@@ -103,8 +103,10 @@ def _queue_header(ms: float) -> dict[str, str]:
 
 DELAYS = [
     ("queue", "/hello", _queue_header, None),
-    ("middleware", "/hello", lambda ms: {"X-Delay-Mw-Request": str(ms)}, "DelayMiddleware request"),
-    ("middleware", "/hello", lambda ms: {"X-Delay-Mw-Response": str(ms)}, "DelayMiddleware response"),
+    ("middleware", "/hello", lambda ms: {"X-Delay-Mw-Request": str(ms)},
+     "DelayMiddleware request"),
+    ("middleware", "/hello", lambda ms: {"X-Delay-Mw-Response": str(ms)},
+     "DelayMiddleware response"),
     ("view", "/t/slow-view?ms={ms}", None, None),
     ("template", "/t/slow-template?ms={ms}", None, None),
     ("template", "/t/slow-deferred?ms={ms}", None, "deferred"),

@@ -73,11 +73,17 @@ def test_names_are_pinned() -> None:
     assert semconv.STAGES == ("queue", "setup", "middleware", "url_resolution", "view", "db",
                               "template", "cache", "streaming", "close")  # fmt: skip
     assert (semconv.STAGE_DURATION, semconv.REQUEST_DURATION, semconv.DB_QUERIES) == (
-        "flowtrace.stage.duration", "flowtrace.request.duration", "flowtrace.db.queries")
+        "flowtrace.stage.duration",
+        "flowtrace.request.duration",
+        "flowtrace.db.queries",
+    )
     assert semconv.HTTP_SERVER_DURATION == "http.server.request.duration"
     assert semconv.UNIT_SECONDS == "s"
     assert (semconv.ATTR_STAGE, semconv.ATTR_MIDDLEWARE, semconv.HTTP_ROUTE) == (
-        "flowtrace.stage", "flowtrace.middleware", "http.route")
+        "flowtrace.stage",
+        "flowtrace.middleware",
+        "http.route",
+    )
     assert semconv.DURATION_BUCKETS[0] == 0.00001 and semconv.DURATION_BUCKETS[-1] == 60.0
     assert list(semconv.DURATION_BUCKETS) == sorted(semconv.DURATION_BUCKETS)
 

@@ -74,7 +74,9 @@ def test_generic_app_gets_generic_stages_and_validates_on_both_sides() -> None:
     result = call(validator(traced), "/anything")
     traced.flush()
     assert result.body == b"abc" and body.closed == 1
-    stages = sorted(s.attributes.get("flowtrace.stage") or "" for s in exporter.get_finished_spans())
+    stages = sorted(
+        s.attributes.get("flowtrace.stage") or "" for s in exporter.get_finished_spans()
+    )
     assert stages == ["", "close", "streaming", "view"]
     root = next(s for s in exporter.get_finished_spans() if s.parent is None or s.parent.is_remote)
     assert root.name == "GET (unmatched)"

@@ -11,4 +11,4 @@ class Item(models.Model):
         ordering = ["id"]
 
     def __str__(self) -> str:
-        return self.name
+        return str(self.name)

@@ -1,0 +1,85 @@
+"""``flowtrace demo``: the demo app under gunicorn, a request mix, a summary.
+
+No collector or Docker needed: spans go to a local OTLP-JSON file (which the
+Collector's ``otlpjsonfile`` receiver could also read), summarised at the end.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_ROUTES = ["/hello", "/db", "/stream", "/items/{n}/", "/deferred", "/cached", "/download"]
+_ONCE = ["/boom", "/no/such/page"]
+_LISTENING = re.compile(rb"Listening at: http://127\.0\.0\.1:(\d+)")
+
+
+def _start_gunicorn(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    cmd = [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "--workers", "2",
+           "--log-level", "info", "flowtrace.demo.wsgi:application"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    for line in proc.stdout:
+        match = _LISTENING.search(line)
+        if match:
+            return proc, int(match.group(1))
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+def _get(port: int, path: str) -> int:
+    # As nginx would: X-Request-Start marks when the front proxy got the request.
+    headers = {"X-Request-Start": f"t={time.time():.6f}"}
+    for _ in range(100):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            return response.status
+        except ConnectionRefusedError:
+            time.sleep(0.1)  # the worker is still importing the app
+    raise RuntimeError(f"no answer for {path}")
+
+
+def run_demo(output: str, per_route: int) -> int:
+    from flowtrace.demo.setup_db import prepare
+    from flowtrace.summary import render, summarise
+
+    out = Path(output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    spans = out / "spans.otlp.jsonl"
+    spans.unlink(missing_ok=True)
+    env = {**os.environ,
+           "FLOWTRACE_DEMO_DB": str(out / "demo.sqlite3"),
+           "FLOWTRACE_OUTPUT_FILE": str(spans),
+           "OTEL_SERVICE_NAME": os.environ.get("OTEL_SERVICE_NAME", "flowtrace-demo"),
+           "OTEL_BSP_SCHEDULE_DELAY": "200"}  # fmt: skip
+    os.environ["FLOWTRACE_DEMO_DB"] = env["FLOWTRACE_DEMO_DB"]
+    prepare()
+    proc, port = _start_gunicorn(env)
+    try:
+        print(f"demo app (gunicorn, 2 workers) on http://127.0.0.1:{port}")
+        for i in range(per_route):
+            for route in _ROUTES:
+                _get(port, route.format(n=i % 20 + 1))
+        for route in _ONCE:
+            _get(port, route)
+        print(f"sent {per_route * len(_ROUTES) + len(_ONCE)} requests")
+    finally:
+        proc.send_signal(signal.SIGTERM)  # workers flush their spans on exit
+        proc.wait(30)
+    with open(spans, encoding="utf-8") as handle:
+        render(summarise(handle), sys.stdout)
+    print(f"\nspans (OTLP-JSON): {spans}")
+    return 0
