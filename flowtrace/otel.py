@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.metrics import Histogram, Meter, MeterProvider, Observation
+from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -28,6 +30,7 @@ from opentelemetry.trace import (
 )
 
 from flowtrace import semconv as sc
+from flowtrace.aggregation import Aggregation, Key, bridge
 from flowtrace.tree import Node
 
 logger = logging.getLogger("flowtrace")
@@ -126,68 +129,102 @@ class SpanSink:
             todo.extend((child, ctx) for child in node.children)
 
 
+class _SdkHistogram:
+    """Fallback: an SDK instrument behind the aggregator's ``record`` signature."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+
+    def record(self, key: Key, value: float, exemplar: Exemplar | None = None) -> None:
+        ctx = None
+        if exemplar is not None and exemplar.trace_id and exemplar.span_id:
+            ctx = exemplar_context(exemplar.trace_id, exemplar.span_id)
+        self._histogram.record(value, dict(key), ctx)
+
+
+_HISTOGRAMS = (
+    (sc.STAGE_DURATION, sc.UNIT_SECONDS, sc.DURATION_BUCKETS,
+     "Exclusive time of each request stage; stacked means add up to the request mean."),
+    (sc.REQUEST_DURATION, sc.UNIT_SECONDS, sc.DURATION_BUCKETS,
+     "Whole request, from server receipt (queue) to the end of close()."),
+    (sc.DB_QUERIES, sc.UNIT_QUERIES, sc.QUERY_COUNT_BUCKETS, "Database queries per request."),
+    (sc.HTTP_SERVER_DURATION, sc.UNIT_SECONDS, sc.HTTP_SERVER_BUCKETS,
+     "Duration of HTTP server requests."),
+)  # fmt: skip
+_DROPPED_DESCRIPTION = "Requests whose telemetry flowtrace dropped (queue full or export error)."
+
+
 class MetricSink:
-    """Stage, request and query-count histograms, recorded per request."""
+    """Stage, request and query-count histograms, recorded once per request.
+
+    Uses flowtrace's own aggregation merged into the SDK readers when it can
+    (``flowtrace.aggregation``), SDK instruments otherwise.
+    """
 
     def __init__(
         self, provider: MeterProvider, http_server_metric: bool, dropped: Callable[[], int]
     ) -> None:
         self.provider = provider
-        meter: Meter = provider.get_meter(sc.METER_NAME, _version())
-        self.stage: Histogram = meter.create_histogram(
-            sc.STAGE_DURATION, sc.UNIT_SECONDS,
-            "Exclusive time of each request stage; stacked means add up to the request mean.",
-            explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS,
-        )  # fmt: skip
-        self.request: Histogram = meter.create_histogram(
-            sc.REQUEST_DURATION, sc.UNIT_SECONDS,
-            "Whole request, from server receipt (queue) to the end of close().",
-            explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS,
-        )  # fmt: skip
-        self.queries: Histogram = meter.create_histogram(
-            sc.DB_QUERIES, sc.UNIT_QUERIES, "Database queries per request.",
-            explicit_bucket_boundaries_advisory=sc.QUERY_COUNT_BUCKETS,
-        )  # fmt: skip
-        self.http: Histogram | None = None
-        if http_server_metric:
-            self.http = meter.create_histogram(
-                sc.HTTP_SERVER_DURATION, sc.UNIT_SECONDS, "Duration of HTTP server requests.",
-                explicit_bucket_boundaries_advisory=sc.HTTP_SERVER_BUCKETS,
-            )  # fmt: skip
         self._dropped = dropped
+        wanted = _HISTOGRAMS if http_server_metric else _HISTOGRAMS[:3]
+        aggregation = Aggregation(InstrumentationScope(sc.METER_NAME, _version()), dropped)
+        for name, unit, bounds, description in wanted:
+            aggregation.histogram(name, unit, description, bounds)
+        aggregation.dropped_counter(sc.DROPPED, sc.UNIT_REQUESTS, _DROPPED_DESCRIPTION)
+        self.lock: Any = aggregation.lock
+        self.bridged = bridge(provider, aggregation)
+        recorders: list[Any] = list(aggregation.histograms)
+        if not self.bridged:
+            self.lock = nullcontext()
+            recorders = self._sdk_instruments(provider, wanted)
+        self.stage, self.request, self.queries = recorders[:3]
+        self.http = recorders[3] if http_server_metric else None
+
+    def _sdk_instruments(self, provider: MeterProvider, wanted: Any) -> list[Any]:
+        meter: Meter = provider.get_meter(sc.METER_NAME, _version())
         meter.create_observable_counter(
-            sc.DROPPED, [self._observe_dropped], sc.UNIT_REQUESTS,
-            "Requests whose telemetry flowtrace dropped (queue full or export failure).",
-        )  # fmt: skip
+            sc.DROPPED, [self._observe_dropped], sc.UNIT_REQUESTS, _DROPPED_DESCRIPTION
+        )
+        return [
+            _SdkHistogram(meter.create_histogram(
+                name, unit, description, explicit_bucket_boundaries_advisory=bounds))
+            for name, unit, bounds, description in wanted
+        ]  # fmt: skip
 
     def _observe_dropped(self, _options: Any) -> Iterator[Observation]:
         yield Observation(self._dropped())
 
     def record(
         self,
-        base: dict[str, Any],
+        base: Key,
         totals: dict[str, int],
         per_middleware: dict[str, int] | None,
         duration_ns: int,
         queries: int,
         error_type: str | None,
-        exemplar_ctx: Any,
+        exemplar: Exemplar | None,
     ) -> None:
         """Record one request: a point per stage that ran, plus the totals."""
-        record_stage = self.stage.record
-        for stage, ns in totals.items():
-            if stage == sc.MIDDLEWARE and per_middleware:
-                continue
-            record_stage(ns / 1e9, {**base, sc.ATTR_STAGE: stage}, exemplar_ctx)
-        if per_middleware:
-            for path, ns in per_middleware.items():
-                attrs = {**base, sc.ATTR_STAGE: sc.MIDDLEWARE, sc.ATTR_MIDDLEWARE: path}
-                record_stage(ns / 1e9, attrs, exemplar_ctx)
-        request_attrs = {**base, sc.ERROR_TYPE: error_type} if error_type else base
-        self.request.record(duration_ns / 1e9, request_attrs, exemplar_ctx)
-        self.queries.record(queries, base, exemplar_ctx)
-        if self.http is not None:
-            self.http.record(duration_ns / 1e9, request_attrs, exemplar_ctx)
+        with self.lock:
+            record_stage = self.stage.record
+            for stage, ns in totals.items():
+                if stage == sc.MIDDLEWARE and per_middleware:
+                    continue
+                record_stage(base + ((sc.ATTR_STAGE, stage),), ns / 1e9, exemplar)
+            if per_middleware:
+                for path, ns in per_middleware.items():
+                    key = base + ((sc.ATTR_STAGE, sc.MIDDLEWARE), (sc.ATTR_MIDDLEWARE, path))
+                    record_stage(key, ns / 1e9, exemplar)
+            request_key = base + ((sc.ERROR_TYPE, error_type),) if error_type else base
+            self.request.record(request_key, duration_ns / 1e9, exemplar)
+            self.queries.record(base, queries, exemplar)
+            if self.http is not None:
+                self.http.record(request_key, duration_ns / 1e9, exemplar)
+
+
+def exemplar_for(trace_id: int, span_id: int, time_ns: int) -> Exemplar:
+    """The trace a kept request's metric points link to (value set per point)."""
+    return Exemplar({}, 0.0, time_ns, span_id, trace_id)
 
 
 def exemplar_context(trace_id: int, span_id: int) -> Any:

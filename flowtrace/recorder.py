@@ -14,7 +14,7 @@ from typing import Any
 
 from flowtrace import semconv as sc
 from flowtrace.config import Config
-from flowtrace.otel import MetricSink, SpanSink, exemplar_context
+from flowtrace.otel import MetricSink, SpanSink, exemplar_for
 from flowtrace.queue_time import queue_ns
 from flowtrace.request_info import method_of, queue_header, root_attributes
 from flowtrace.timeline import RESOLVE, Timeline
@@ -83,12 +83,12 @@ class Recorder:
         duration = root.duration
         keep = self._keep_reason(tl, duration, error_type)
         if self.metrics is not None:
-            base: dict[str, Any] = {sc.HTTP_ROUTE: route, sc.HTTP_METHOD: method}
+            base: tuple[tuple[str, Any], ...] = ((sc.HTTP_ROUTE, route), (sc.HTTP_METHOD, method))
             if status_code:
-                base[sc.HTTP_STATUS] = status_code
+                base += ((sc.HTTP_STATUS, status_code),)
             per_mw = middleware_totals(root) if cfg.metrics_per_middleware else None
-            ctx = exemplar_context(tl.trace_id, tl.span_id) if keep else None
-            self.metrics.record(base, totals, per_mw, duration, queries, error_type, ctx)
+            exemplar = exemplar_for(tl.trace_id, tl.span_id, tl.wall_ns) if keep else None
+            self.metrics.record(base, totals, per_mw, duration, queries, error_type, exemplar)
         if keep is None or not self.spans.enabled:
             return
         shape_middleware(root, cfg.middleware_spans)

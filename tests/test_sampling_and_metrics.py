@@ -120,3 +120,46 @@ def test_random_404_paths_create_no_new_series(make_inprocess: Any) -> None:
         tuple(sorted(p.attributes.items())) for p in _points(inproc, "flowtrace.request.duration")
     }
     assert len(series) == 1
+
+
+def test_own_aggregation_and_sdk_fallback_agree(
+    make_inprocess: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bridged = make_inprocess()
+    assert bridged.app._metrics.bridged
+    monkeypatch.setattr("flowtrace.otel.bridge", lambda provider, aggregation: False)
+    fallback = make_inprocess()  # as with an SDK whose internals changed
+    assert not fallback.app._metrics.bridged
+    for inproc in (bridged, fallback):
+        for path in ["/hello", "/db", "/db"]:
+            call(inproc.app, path)
+
+    def shape(inproc: Any, name: str) -> set[tuple[Any, ...]]:
+        return {(tuple(sorted(p.attributes.items())), p.count, tuple(p.bucket_counts))
+                for p in _points(inproc, name)}  # fmt: skip
+
+    assert shape(bridged, "flowtrace.db.queries") == shape(fallback, "flowtrace.db.queries")
+    stages = {p[0] for p in shape(bridged, "flowtrace.stage.duration")}
+    assert stages == {p[0] for p in shape(fallback, "flowtrace.stage.duration")}
+    assert len(stages) >= 8
+
+
+def test_sampled_requests_leave_exemplars(make_inprocess: Any) -> None:
+    inproc = make_inprocess()
+    call(inproc.app, "/hello")
+    [root] = [s for s in inproc.spans() if s.kind.name == "SERVER"]
+    [point] = _points(inproc, "flowtrace.request.duration")
+    [exemplar] = point.exemplars
+    assert exemplar.trace_id == root.context.trace_id
+    assert exemplar.span_id == root.context.span_id
+    assert exemplar.value == point.sum
+
+
+def test_dropped_requests_are_counted(make_inprocess: Any) -> None:
+    inproc = make_inprocess(max_pending=1)
+    inproc.app._pipeline._thread = object()  # as if the export thread were busy
+    for _ in range(3):
+        call(inproc.app, "/hello")
+    assert inproc.app.dropped == 2
+    [point] = _points(inproc, "flowtrace.telemetry.dropped")
+    assert point.value == 2
