@@ -1,0 +1,84 @@
+"""The benchmark's configurations: one WSGI app (plus a flush) per name.
+
+Each configuration runs in its own process, because OpenTelemetry providers
+and instrumentors are process-global. Telemetry goes over real OTLP/HTTP to
+the endpoint in ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the sink process).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+CONFIGS = ("plain", "flowtrace-100", "flowtrace-10", "flowtrace-off", "otel-django")
+
+WSGIApp = Callable[..., Any]
+
+
+def _env_for(config: str) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowtrace.demo.settings")
+    os.environ["OTEL_SERVICE_NAME"] = f"bench-{config}"
+    if config == "flowtrace-10":
+        os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        os.environ["OTEL_TRACES_SAMPLER_ARG"] = "0.1"
+    else:
+        os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
+    if config == "flowtrace-off":
+        os.environ["FLOWTRACE_ENABLED"] = "0"
+
+
+def _otel_django() -> tuple[WSGIApp, Callable[[], None]]:
+    from opentelemetry import metrics, trace
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(tracer_provider)
+    meter_provider = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter())])
+    metrics.set_meter_provider(meter_provider)
+    DjangoInstrumentor().instrument()
+    from django.core.wsgi import get_wsgi_application
+
+    def flush() -> None:
+        tracer_provider.force_flush()
+        meter_provider.force_flush()
+
+    return get_wsgi_application(), flush
+
+
+def build(config: str) -> tuple[WSGIApp, Callable[[], None]]:
+    """(application, flush) for one configuration."""
+    _env_for(config)
+    if config == "otel-django":
+        return _otel_django()
+    from django.core.wsgi import get_wsgi_application
+
+    app = get_wsgi_application()
+    if config == "plain":
+        return app, lambda: None
+    from opentelemetry import metrics, trace
+
+    from flowtrace import FlowTrace
+
+    traced = FlowTrace(app)
+
+    def flush() -> None:
+        traced.flush()
+        for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+            if hasattr(provider, "force_flush"):
+                provider.force_flush()
+
+    return traced, flush
+
+
+# For gunicorn: BENCH_CONFIG selects the configuration.
+application: WSGIApp | None = None
+if os.environ.get("BENCH_CONFIG"):
+    application = build(os.environ["BENCH_CONFIG"])[0]
