@@ -161,8 +161,9 @@ def report(results: dict[tuple[str, str], list[dict]], rps: dict[str, list[float
         for config in CONFIGS:
             v = {k: statistics.median(x[k] for x in results[(config, route)])
                  for k in ("median", "mean", "cpu")}  # fmt: skip
+            d_median, d_cpu = v["median"] - base["median"], v["cpu"] - base["cpu"]
             print(f"{route:10} {config:15} {v['median']:8.1f} {v['mean']:8.1f} {v['cpu']:8.1f} "
-                  f"{v['median'] - base['median']:+8.1f} {v['cpu'] - base['cpu']:+8.1f}")  # fmt: skip
+                  f"{d_median:+8.1f} {d_cpu:+8.1f}")  # fmt: skip
     if rps:
         print("\n(b) gunicorn (1 sync worker) + wrk -t1 -c2 on /hello, requests/s")
         plain = statistics.median(rps["plain"])
