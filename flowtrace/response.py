@@ -89,22 +89,8 @@ class TracedBody:
         if self._closed:
             return
         self._closed = True
-        tl = self._tl
-        tl.t_close_start = clock()
-        tl.client_gone = not self._done
-        inner_close = getattr(self._inner, "close", None)
-        token = current.set(tl)
-        try:
-            if inner_close is not None:
-                inner_close()
-        except BaseException as exc:
-            if tl.exc is None:
-                tl.exc = exc
-            raise
-        finally:
-            current.reset(token)
-            tl.t_close_end = clock()
-            self._finish(tl)
+        self._tl.client_gone = not self._done
+        timed_close(self._tl, getattr(self._inner, "close", None), self._finish)
 
 
 class SizedTracedBody(TracedBody):
@@ -117,26 +103,32 @@ class SizedTracedBody(TracedBody):
         return len(self._inner)  # type: ignore[arg-type]
 
 
+def timed_close(tl: Timeline, inner_close: Callable[[], object] | None, finish: Finish) -> None:
+    """Call the inner ``close()`` (once, by the caller's guard), timed, then finish."""
+    tl.t_close_start = clock()
+    token = current.set(tl)
+    try:
+        if inner_close is not None:
+            inner_close()
+    except BaseException as exc:
+        if tl.exc is None:
+            tl.exc = exc
+        raise
+    finally:
+        current.reset(token)
+        tl.t_close_end = clock()
+        finish(tl)
+
+
 def _hook_file_wrapper_close(result: Any, tl: Timeline, finish: Finish) -> bool:
     """Time a file-wrapper response through its instance ``close`` attribute."""
     inner_close = getattr(result, "close", None)
-    state = {"closed": False}
+    closed = [False]
 
     def close() -> None:
-        if state["closed"]:
-            return
-        state["closed"] = True
-        tl.t_close_start = clock()
-        try:
-            if inner_close is not None:
-                inner_close()
-        except BaseException as exc:
-            if tl.exc is None:
-                tl.exc = exc
-            raise
-        finally:
-            tl.t_close_end = clock()
-            finish(tl)
+        if not closed[0]:
+            closed[0] = True
+            timed_close(tl, inner_close, finish)
 
     try:
         result.close = close
