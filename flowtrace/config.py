@@ -16,9 +16,11 @@ from typing import Any, Literal
 
 MiddlewareSpans = Literal["halves", "combined", "none"]
 QueryCapture = Literal["off", "redacted", "full"]
+SpanExport = Literal["auto", "sdk", "direct"]
 
 _MIDDLEWARE_SPANS = ("halves", "combined", "none")
 _QUERY_CAPTURE = ("off", "redacted", "full")
+_SPAN_EXPORT = ("auto", "sdk", "direct")
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -42,6 +44,7 @@ class Config:
     export_interval: float = 1.0
     max_attribute_length: int = 2048
     output_file: str | None = None
+    span_export: SpanExport = "auto"
     route_resolver: Callable[[Mapping[str, Any]], str | None] | None = field(
         default=None, compare=False
     )
@@ -51,6 +54,8 @@ class Config:
             raise ValueError(f"middleware_spans must be one of {_MIDDLEWARE_SPANS}")
         if self.capture_query not in _QUERY_CAPTURE:
             raise ValueError(f"capture_query must be one of {_QUERY_CAPTURE}")
+        if self.span_export not in _SPAN_EXPORT:
+            raise ValueError(f"span_export must be one of {_SPAN_EXPORT}")
         if self.max_queue_time <= 0:
             raise ValueError("max_queue_time must be > 0 seconds")
         if self.slow_threshold is not None and self.slow_threshold < 0:
@@ -82,6 +87,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         out["slow_threshold"] = None if raw in ("", "none", "off") else float(raw)
     if "FLOWTRACE_OUTPUT_FILE" in env:
         out["output_file"] = env["FLOWTRACE_OUTPUT_FILE"].strip() or None
+    if "FLOWTRACE_SPAN_EXPORT" in env:
+        out["span_export"] = env["FLOWTRACE_SPAN_EXPORT"].strip()
     if "FLOWTRACE_EXPORT_INTERVAL" in env:
         out["export_interval"] = float(env["FLOWTRACE_EXPORT_INTERVAL"])
     return out

@@ -127,12 +127,13 @@ def _hook_resolution(handler: Handler) -> None:
         if tl is None:
             return resolve_request(request)
         t0 = clock()
-        match = None
+        route = None
         try:
             match = resolve_request(request)
+            route = (match.route, getattr(match, "_func_path", None))
             return match
         finally:
-            tl.events.append((RESOLVE, t0, clock(), match))
+            tl.events.append((RESOLVE, t0, clock(), route))
 
     handler.resolve_request = timed_resolve_request
 

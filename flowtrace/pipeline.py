@@ -26,8 +26,15 @@ Process = Callable[[Timeline], None]
 class Pipeline:
     """A bounded hand-off from request threads to one exporter thread."""
 
-    def __init__(self, process: Process, max_pending: int, interval: float) -> None:
+    def __init__(
+        self,
+        process: Process,
+        max_pending: int,
+        interval: float,
+        after_drain: Callable[[], None] | None = None,
+    ) -> None:
         self._process = process
+        self._after_drain = after_drain
         self._max_pending = max_pending
         self._wake_at = max(1, min(512, max_pending // 4))
         self._interval = interval
@@ -79,20 +86,26 @@ class Pipeline:
             self.drain()
 
     def drain(self) -> None:
-        """Process everything pending, in this thread."""
+        """Process everything pending, in this thread, then hand on what was built."""
         pending = self._pending
         while pending:
             with self._busy:
                 try:
                     tl = pending.popleft()
                 except IndexError:
-                    return
+                    break
                 try:
                     self._process(tl)
                     self.processed += 1
                 except Exception as exc:
                     self.dropped += 1
                     safety.report("export", exc, reraise=False)
+        if self._after_drain is not None:
+            with self._busy:
+                try:
+                    self._after_drain()
+                except Exception as exc:
+                    safety.report("send", exc, reraise=False)
 
     def flush(self) -> None:
         """Process everything submitted so far before returning."""

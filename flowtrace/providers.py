@@ -96,20 +96,29 @@ def _metric_readers(cfg: Config) -> list[MetricReader]:
     return [PeriodicExportingMetricReader(HttpMetricExporter())]
 
 
-def tracer_provider(given: Any, cfg: Config) -> Any:
-    """The provider to use: given, global, or a new SDK one registered globally."""
+def direct_export_possible(cfg: Config) -> bool:
+    """True when spans would go to OTLP/HTTP: flowtrace can encode them itself."""
+    return (
+        not cfg.output_file
+        and _env("OTEL_TRACES_EXPORTER", "otlp") == "otlp"
+        and _protocol("TRACES") == "http/protobuf"
+    )
+
+
+def tracer_provider(given: Any, cfg: Config) -> tuple[Any, bool]:
+    """(provider, configured here): given, global, or a new SDK one set globally."""
     if given is not None:
-        return given
+        return given, False
     current = trace.get_tracer_provider()
     if not isinstance(current, trace.ProxyTracerProvider) or _sdk_disabled():
-        return current
+        return current, False
     provider = SdkTracerProvider(resource=Resource.create())
     exporter = _span_exporter(cfg)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     logger.info("flowtrace: configured the OpenTelemetry tracer provider from OTEL_*")
-    return trace.get_tracer_provider()
+    return trace.get_tracer_provider(), True
 
 
 def meter_provider(given: Any, cfg: Config) -> Any:

@@ -14,18 +14,11 @@ from typing import Any
 
 from flowtrace import semconv as sc
 from flowtrace.config import Config
-from flowtrace.otel import MetricSink, SpanSink, exemplar_for
+from flowtrace.otel import MetricSink, exemplar_for
 from flowtrace.queue_time import queue_ns
 from flowtrace.request_info import method_of, queue_header, root_attributes
 from flowtrace.timeline import RESOLVE, Timeline
-from flowtrace.tree import (
-    build_nodes,
-    count_nodes,
-    count_stage,
-    middleware_totals,
-    shape_middleware,
-    stage_totals,
-)
+from flowtrace.tree import Tree, build, count_spans, shape_middleware, static
 
 
 def status_code_of(status: str | None) -> int:
@@ -43,8 +36,7 @@ def route_of(tl: Timeline) -> tuple[str, str | None]:
         return tl.route, None
     for kind, _, _, payload in tl.events:
         if kind == RESOLVE and payload is not None:
-            route = getattr(payload, "route", None)
-            view = getattr(payload, "_func_path", None)
+            route, view = payload
             return ("/" + route if isinstance(route, str) else sc.UNMATCHED_ROUTE), view
     return sc.UNMATCHED_ROUTE, None
 
@@ -61,7 +53,7 @@ def error_of(tl: Timeline) -> tuple[str, str, str] | None:
 class Recorder:
     """Turns one finished Timeline into metrics and (maybe) spans."""
 
-    def __init__(self, cfg: Config, spans: SpanSink, metrics: MetricSink | None) -> None:
+    def __init__(self, cfg: Config, spans: Any, metrics: MetricSink | None) -> None:
         self.cfg = cfg
         self.spans = spans
         self.metrics = metrics
@@ -70,8 +62,9 @@ class Recorder:
         cfg = self.cfg
         django = bool(tl.layer_names)
         queue = queue_ns(queue_header(tl.request), tl.wall_ns, cfg.max_queue_time)
-        root = build_nodes(tl, cfg, django, queue)
-        totals = stage_totals(root)
+        tree = build(tl, cfg, django, queue)
+        root = tree.root
+        totals = tree.stage_totals()
         route, view = route_of(tl)
         method, _ = method_of(tl.request)
         status_code = status_code_of(tl.status) or (500 if tl.exc is not None else 0)
@@ -79,19 +72,19 @@ class Recorder:
         error_type = error[0] if tl.exc is not None and error else None
         if error_type is None and status_code >= 500:
             error_type = str(status_code)
-        queries = count_stage(root, sc.DB)
+        queries = tree.count(sc.DB)
         duration = root.duration
         keep = self._keep_reason(tl, duration, error_type)
         if self.metrics is not None:
             base: tuple[tuple[str, Any], ...] = ((sc.HTTP_ROUTE, route), (sc.HTTP_METHOD, method))
             if status_code:
                 base += ((sc.HTTP_STATUS, status_code),)
-            per_mw = middleware_totals(root) if cfg.metrics_per_middleware else None
+            per_mw = tree.middleware_totals() if cfg.metrics_per_middleware else None
             exemplar = exemplar_for(tl.trace_id, tl.span_id, tl.wall_ns) if keep else None
             self.metrics.record(base, totals, per_mw, duration, queries, error_type, exemplar)
         if keep is None or not self.spans.enabled:
             return
-        shape_middleware(root, cfg.middleware_spans)
+        shape_middleware(tree, cfg.middleware_spans)
         attrs = root_attributes(tl.request, cfg)
         attrs[sc.HTTP_ROUTE] = route
         if status_code:
@@ -100,11 +93,11 @@ class Recorder:
             attrs[sc.ERROR_TYPE] = error_type
         attrs[sc.ATTR_DB_QUERY_COUNT] = queries
         attrs[sc.ATTR_KEPT] = keep
-        attrs[sc.ATTR_SPAN_COUNT] = 1 + count_nodes(root)
+        attrs[sc.ATTR_SPAN_COUNT] = 1 + count_spans(root)
         if tl.t_first_chunk:
             attrs[sc.ATTR_TTFB] = (tl.t_first_chunk - root.start) / 1e9
         if view:
-            _name_view(root, view)
+            _name_view(tree, view)
         name = f"{method if method != sc.OTHER_METHOD else 'HTTP'} {route}"
         self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent),
                         tl.to_wall, error, status_code)  # fmt: skip
@@ -120,9 +113,8 @@ class Recorder:
         return None
 
 
-def _name_view(node: Any, view: str) -> None:
-    if node.stage == sc.VIEW and node.name == "view":
-        node.name = view
-        node.attrs[sc.ATTR_VIEW] = view
-    for child in node.children:
-        _name_view(child, view)
+def _name_view(tree: Tree, view: str) -> None:
+    for node in tree.nodes:
+        if node.stage == sc.VIEW and node.name == "view":
+            node.name = view
+            node.attrs = static((sc.ATTR_STAGE, sc.VIEW), (sc.ATTR_VIEW, view))

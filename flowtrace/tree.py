@@ -5,63 +5,126 @@ close``) and every other interval nests inside one of them, so the exclusive
 times of all nodes add up to the root's duration exactly. Metrics use those
 exclusive times; spans use the tree (after the middleware detail level has
 been applied, see ``shape_middleware``).
+
+This runs once per request on the exporter thread, so it is written for
+speed: one sort and one pass to nest (children's time is summed on the way),
+and attribute dicts shared between requests (``StaticAttrs``), which the
+direct OTLP encoder encodes once and caches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from flowtrace import semconv as sc
 from flowtrace.config import Config
 from flowtrace.timeline import CACHE, DB, HOOK, LAYER, RESOLVE, TEMPLATE, VIEW, Timeline
 
-# For equal (start, end) intervals, the outer kind sorts first.
-_PRIORITY = {LAYER: 1, HOOK: 2, RESOLVE: 2, VIEW: 3, TEMPLATE: 4, CACHE: 5, DB: 6}
 _HALF_REQUEST = "request"
 _HALF_RESPONSE = "response"
+_STATIC_LIMIT = 4096
 
 
-@dataclass(eq=False)
+class StaticAttrs(dict[str, Any]):
+    """Attributes shared by all nodes of one kind; never mutated after creation.
+
+    ``encoded`` caches their OTLP bytes (set by ``flowtrace.otlp_encode``).
+    """
+
+    __slots__ = ("encoded",)
+    encoded: bytes
+
+
+_static_cache: dict[tuple[tuple[str, Any], ...], StaticAttrs] = {}
+
+
+def static(*items: tuple[str, Any]) -> StaticAttrs:
+    """The shared StaticAttrs for these (key, value) pairs (a bounded cache)."""
+    attrs = _static_cache.get(items)
+    if attrs is None:
+        if len(_static_cache) >= _STATIC_LIMIT:
+            _static_cache.clear()
+        attrs = _static_cache[items] = StaticAttrs(items)
+    return attrs
+
+
 class Node:
     """One stage interval; becomes one span (unless merged away)."""
 
-    name: str
-    stage: str | None
-    start: int
-    end: int
-    priority: int = 0
-    attrs: dict[str, Any] = field(default_factory=dict)
-    children: list[Node] = field(default_factory=list)
-    exclusive: int = 0
+    __slots__ = ("name", "stage", "start", "end", "priority", "attrs", "children", "child_time")
+
+    def __init__(self, name: str, stage: str | None, start: int, end: int, priority: int,
+                 attrs: dict[str, Any]) -> None:  # fmt: skip
+        self.name = name
+        self.stage = stage
+        self.start = start
+        self.end = end
+        self.priority = priority  # for equal intervals, the outer kind sorts first
+        self.attrs = attrs
+        self.children: list[Node] = []
+        self.child_time = 0
 
     @property
     def duration(self) -> int:
         return self.end - self.start
+
+    @property
+    def exclusive(self) -> int:
+        return max(self.end - self.start - self.child_time, 0)
+
+
+class Tree:
+    """The root node plus every node below it, flat (for totals and counts)."""
+
+    __slots__ = ("root", "nodes")
+
+    def __init__(self, root: Node, nodes: list[Node]) -> None:
+        self.root = root
+        self.nodes = nodes
+
+    def stage_totals(self) -> dict[str, int]:
+        """Exclusive nanoseconds per stage; they add up to the root's duration."""
+        totals: dict[str, int] = {}
+        for node in self.nodes:
+            stage = node.stage
+            if stage is not None:
+                totals[stage] = totals.get(stage, 0) + node.exclusive
+        return totals
+
+    def middleware_totals(self) -> dict[str, int]:
+        """Exclusive nanoseconds per middleware path (both halves and hooks)."""
+        out: dict[str, int] = {}
+        for node in self.nodes:
+            if node.stage == sc.MIDDLEWARE:
+                path = node.attrs[sc.ATTR_MIDDLEWARE]
+                out[path] = out.get(path, 0) + node.exclusive
+        return out
+
+    def count(self, stage: str) -> int:
+        return sum(1 for node in self.nodes if node.stage == stage)
 
 
 def _layer_nodes(layers: list[tuple[int, int, int]], names: tuple[str, ...]) -> list[Node]:
     """Split nested middleware layer intervals into request and response halves."""
     layers.sort()
     nodes: list[Node] = []
+    last = len(layers) - 1
     for i, (t0, t1, index) in enumerate(layers):
         if index == 0:  # Django's _get_response: its own time is setup
             continue
         path = names[index] if index < len(names) else "?"
         short = path.rsplit(".", 1)[-1]
-        inner = layers[i + 1] if i + 1 < len(layers) else None
-        base = {sc.ATTR_STAGE: sc.MIDDLEWARE, sc.ATTR_MIDDLEWARE: path}
-        if inner is not None and inner[0] >= t0 and inner[1] <= t1:
-            nodes.append(
-                Node(f"{short} request", sc.MIDDLEWARE, t0, inner[0], 1,
-                     {**base, sc.ATTR_MIDDLEWARE_HALF: _HALF_REQUEST})
-            )  # fmt: skip
-            nodes.append(
-                Node(f"{short} response", sc.MIDDLEWARE, inner[1], t1, 1,
-                     {**base, sc.ATTR_MIDDLEWARE_HALF: _HALF_RESPONSE})
-            )  # fmt: skip
+        stage = (sc.ATTR_STAGE, sc.MIDDLEWARE)
+        mw = (sc.ATTR_MIDDLEWARE, path)
+        if i < last and layers[i + 1][0] >= t0 and layers[i + 1][1] <= t1:
+            inner = layers[i + 1]
+            request = static(stage, mw, (sc.ATTR_MIDDLEWARE_HALF, _HALF_REQUEST))
+            response = static(stage, mw, (sc.ATTR_MIDDLEWARE_HALF, _HALF_RESPONSE))
+            nodes.append(Node(f"{short} request", sc.MIDDLEWARE, t0, inner[0], 1, request))
+            nodes.append(Node(f"{short} response", sc.MIDDLEWARE, inner[1], t1, 1, response))
         else:  # answered without calling the next layer
-            attrs = {**base, sc.ATTR_MIDDLEWARE_HALF: _HALF_REQUEST, sc.ATTR_SHORT_CIRCUIT: True}
+            attrs = static(stage, mw, (sc.ATTR_MIDDLEWARE_HALF, _HALF_REQUEST),
+                           (sc.ATTR_SHORT_CIRCUIT, True))  # fmt: skip
             nodes.append(Node(f"{short} request", sc.MIDDLEWARE, t0, t1, 1, attrs))
     return nodes
 
@@ -71,88 +134,101 @@ def _sql_operation(sql: str) -> str:
     return head[0].upper()[:32] if head else ""
 
 
+def _db_node(t0: int, t1: int, payload: Any, cfg: Config) -> Node:
+    sql, vendor, batch, params = payload
+    operation = _sql_operation(sql)
+    items: list[tuple[str, Any]] = [(sc.ATTR_STAGE, sc.DB), (sc.DB_SYSTEM, vendor),
+                                    (sc.DB_SYSTEM_NAME, vendor)]  # fmt: skip
+    if operation:
+        items.append((sc.DB_OPERATION, operation))
+    if cfg.record_sql:
+        items.append((sc.DB_QUERY_TEXT, sql[: cfg.max_attribute_length]))
+    if batch:
+        items.append((sc.DB_BATCH_SIZE, batch))
+    if params is not None:
+        items.append((sc.ATTR_DB_PARAMETERS, repr(params)[: cfg.max_attribute_length]))
+        return Node(operation or vendor, sc.DB, t0, t1, 6, dict(items))
+    return Node(operation or vendor, sc.DB, t0, t1, 6, static(*items))
+
+
 def _event_node(kind: int, t0: int, t1: int, payload: Any, cfg: Config) -> Node | None:
-    limit = cfg.max_attribute_length
+    if kind == DB:
+        return _db_node(t0, t1, payload, cfg)
     if kind == HOOK:
         path, hook = payload
         half = _HALF_REQUEST if hook == "process_view" else _HALF_RESPONSE
-        attrs = {sc.ATTR_STAGE: sc.MIDDLEWARE, sc.ATTR_MIDDLEWARE: path,
-                 sc.ATTR_MIDDLEWARE_HALF: half, sc.ATTR_MIDDLEWARE_HOOK: hook}  # fmt: skip
+        attrs = static(
+            (sc.ATTR_STAGE, sc.MIDDLEWARE),
+            (sc.ATTR_MIDDLEWARE, path),
+            (sc.ATTR_MIDDLEWARE_HALF, half),
+            (sc.ATTR_MIDDLEWARE_HOOK, hook),
+        )
         return Node(f"{path.rsplit('.', 1)[-1]}.{hook}", sc.MIDDLEWARE, t0, t1, 2, attrs)
     if kind == RESOLVE:
-        return Node("resolve", sc.URL_RESOLUTION, t0, t1, 2, {sc.ATTR_STAGE: sc.URL_RESOLUTION})
+        return Node("resolve", sc.URL_RESOLUTION, t0, t1, 2,
+                    static((sc.ATTR_STAGE, sc.URL_RESOLUTION)))  # fmt: skip
     if kind == VIEW:
-        return Node("view", sc.VIEW, t0, t1, 3, {sc.ATTR_STAGE: sc.VIEW})
+        return Node("view", sc.VIEW, t0, t1, 3, static((sc.ATTR_STAGE, sc.VIEW)))
     if kind == TEMPLATE:
-        name = str(payload or "<string>")[:limit]
-        attrs = {sc.ATTR_STAGE: sc.TEMPLATE, sc.ATTR_TEMPLATE: name}
+        name = str(payload or "<string>")[: cfg.max_attribute_length]
+        attrs = static((sc.ATTR_STAGE, sc.TEMPLATE), (sc.ATTR_TEMPLATE, name))
         return Node(f"render {name}", sc.TEMPLATE, t0, t1, 4, attrs)
-    if kind == DB:
-        sql, vendor, batch, params = payload
-        operation = _sql_operation(sql)
-        attrs = {sc.ATTR_STAGE: sc.DB, sc.DB_SYSTEM: vendor, sc.DB_SYSTEM_NAME: vendor}
-        if operation:
-            attrs[sc.DB_OPERATION] = operation
-        if cfg.record_sql:
-            attrs[sc.DB_QUERY_TEXT] = sql[:limit]
-        if batch:
-            attrs[sc.DB_BATCH_SIZE] = batch
-        if params is not None:
-            attrs[sc.ATTR_DB_PARAMETERS] = repr(params)[:limit]
-        return Node(operation or vendor, sc.DB, t0, t1, 6, attrs)
     if kind == CACHE:
         operation, backend, hit = payload
-        attrs = {sc.ATTR_STAGE: sc.CACHE, sc.ATTR_CACHE_OPERATION: operation,
-                 sc.ATTR_CACHE_BACKEND: backend}  # fmt: skip
+        items = [(sc.ATTR_STAGE, sc.CACHE), (sc.ATTR_CACHE_OPERATION, operation),
+                 (sc.ATTR_CACHE_BACKEND, backend)]  # fmt: skip
         if isinstance(hit, bool):
-            attrs[sc.ATTR_CACHE_HIT] = hit
+            items.append((sc.ATTR_CACHE_HIT, hit))
         elif isinstance(hit, tuple):
-            attrs[sc.ATTR_CACHE_HITS], attrs[sc.ATTR_CACHE_MISSES] = hit
-        return Node(f"cache {operation}", sc.CACHE, t0, t1, 5, attrs)
+            items += [(sc.ATTR_CACHE_HITS, hit[0]), (sc.ATTR_CACHE_MISSES, hit[1])]
+        return Node(f"cache {operation}", sc.CACHE, t0, t1, 5, static(*items))
     return None
+
+
+def _sort_key(node: Node) -> tuple[int, int, int]:
+    return (node.start, -node.end, node.priority)
 
 
 def _nest(root: Node, nodes: list[Node]) -> None:
     """Attach each node under the innermost earlier node that contains it."""
-    nodes.sort(key=lambda n: (n.start, -n.end, n.priority))
+    nodes.sort(key=_sort_key)
     stack = [root]
+    top = root
     for node in nodes:
-        while len(stack) > 1 and not (node.start >= stack[-1].start and node.end <= stack[-1].end):
+        start, end = node.start, node.end
+        while top is not root and (start < top.start or end > top.end):
             stack.pop()
-        parent = stack[-1]
-        node.start = max(node.start, parent.start)  # only clamps a broken interval
-        node.end = min(max(node.end, node.start), parent.end)
-        parent.children.append(node)
+            top = stack[-1]
+        if start < top.start or end > top.end or end < start:  # only a broken interval
+            start = node.start = max(start, top.start)
+            end = node.end = min(max(end, start), top.end)
+        top.children.append(node)
+        top.child_time += end - start
         stack.append(node)
+        top = node
 
 
-def _exclusive(node: Node, totals: dict[str, int]) -> None:
-    node.exclusive = max(node.duration - sum(c.duration for c in node.children), 0)
-    if node.stage is not None:
-        totals[node.stage] = totals.get(node.stage, 0) + node.exclusive
-    for child in node.children:
-        _exclusive(child, totals)
-
-
-def build_nodes(tl: Timeline, cfg: Config, django: bool, queue: int | None) -> Node:
+def build(tl: Timeline, cfg: Config, django: bool, queue: int | None) -> Tree:
     """The full-detail tree of a request; ``queue`` is the queue time in ns."""
     root_start = tl.t_call - (queue or 0)
-    root_end = max(tl.t_close_end or tl.t_return, tl.t_return)
-    root = Node("request", None, root_start, root_end)
+    root = Node("request", None, root_start, max(tl.t_close_end or tl.t_return, tl.t_return), 0, {})
     nodes: list[Node] = []
     if queue:
-        nodes.append(Node("queue", sc.QUEUE, root_start, tl.t_call, 0, {sc.ATTR_STAGE: sc.QUEUE}))
+        nodes.append(Node("queue", sc.QUEUE, root_start, tl.t_call, 0,
+                          static((sc.ATTR_STAGE, sc.QUEUE))))  # fmt: skip
     app_stage = sc.SETUP if django else sc.VIEW
-    nodes.append(Node("django" if django else "app", app_stage, tl.t_call, tl.t_return,
-                      0, {sc.ATTR_STAGE: app_stage}))  # fmt: skip
+    nodes.append(Node("django" if django else "app", app_stage, tl.t_call, tl.t_return, 0,
+                      static((sc.ATTR_STAGE, app_stage))))  # fmt: skip
     if tl.t_close_start:
         nodes.append(_streaming_node(tl))
         nodes.append(Node("close", sc.CLOSE, tl.t_close_start, tl.t_close_end, 0,
-                          {sc.ATTR_STAGE: sc.CLOSE}))  # fmt: skip
-    layers = [(t0, t1, p) for kind, t0, t1, p in tl.events if kind == LAYER]
-    nodes.extend(_layer_nodes(layers, tl.layer_names))
+                          static((sc.ATTR_STAGE, sc.CLOSE))))  # fmt: skip
+    events = tl.events
+    if django:
+        layers = [(t0, t1, p) for kind, t0, t1, p in events if kind == LAYER]
+        nodes.extend(_layer_nodes(layers, tl.layer_names))
     view_end = 0
-    for kind, t0, t1, payload in tl.events:
+    for kind, t0, t1, payload in events:
         if kind != LAYER:
             node = _event_node(kind, t0, t1, payload, cfg)
             if node is not None:
@@ -162,9 +238,9 @@ def build_nodes(tl: Timeline, cfg: Config, django: bool, queue: int | None) -> N
     if view_end:
         for node in nodes:
             if node.stage == sc.TEMPLATE and node.start >= view_end:
-                node.attrs[sc.ATTR_TEMPLATE_DEFERRED] = True
+                node.attrs = static(*node.attrs.items(), (sc.ATTR_TEMPLATE_DEFERRED, True))
     _nest(root, nodes)
-    return root
+    return Tree(root, nodes)
 
 
 def _streaming_node(tl: Timeline) -> Node:
@@ -178,46 +254,7 @@ def _streaming_node(tl: Timeline) -> Node:
     return Node("streaming", sc.STREAMING, tl.t_return, tl.t_close_start, 0, attrs)
 
 
-def stage_totals(root: Node) -> dict[str, int]:
-    """Exclusive nanoseconds per stage; they add up to the root's duration."""
-    totals: dict[str, int] = {}
-    _exclusive(root, totals)
-    return totals
-
-
-def middleware_totals(root: Node) -> dict[str, int]:
-    """Exclusive nanoseconds per middleware path (both halves and hooks)."""
-    out: dict[str, int] = {}
-    todo = [root]
-    while todo:
-        node = todo.pop()
-        if node.stage == sc.MIDDLEWARE:
-            path = node.attrs[sc.ATTR_MIDDLEWARE]
-            out[path] = out.get(path, 0) + node.exclusive
-        todo.extend(node.children)
-    return out
-
-
-def count_nodes(root: Node) -> int:
-    """Nodes below the root (each becomes a span)."""
-    return sum(1 + count_nodes(child) for child in root.children)
-
-
-def count_stage(root: Node, stage: str, outermost_only: bool = False) -> int:
-    """How many nodes of a stage the tree holds (nested ones optionally skipped)."""
-    count = 0
-    todo = [root]
-    while todo:
-        node = todo.pop()
-        if node.stage == stage:
-            count += 1
-            if outermost_only:
-                continue
-        todo.extend(node.children)
-    return count
-
-
-def shape_middleware(root: Node, mode: str) -> None:
+def shape_middleware(tree: Tree, mode: str) -> None:
     """Apply the span detail level: ``halves`` (as built), ``combined``, ``none``.
 
     ``combined`` merges the contiguous request halves into one span and the
@@ -229,12 +266,9 @@ def shape_middleware(root: Node, mode: str) -> None:
     """
     if mode == "halves":
         return
-    todo = [root]
-    while todo:
-        node = todo.pop()
+    for node in [tree.root, *tree.nodes]:
         if any(c.stage == sc.MIDDLEWARE for c in node.children):
             node.children = _reshape(node.children, mode)
-        todo.extend(node.children)
 
 
 def _half(node: Node) -> str | None:
@@ -269,5 +303,10 @@ def _reshape(children: list[Node], mode: str) -> list[Node]:
         else:
             out.append(node)  # a hook span
     out.extend(_merge(group, half) for half, group in groups.items())
-    out.sort(key=lambda n: (n.start, -n.end, n.priority))
+    out.sort(key=_sort_key)
     return out
+
+
+def count_spans(root: Node) -> int:
+    """Spans below the root as shaped (each node becomes one)."""
+    return sum(1 + count_spans(child) for child in root.children)

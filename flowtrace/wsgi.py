@@ -22,6 +22,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 
 from flowtrace import django_calls, django_hooks, providers, safety
 from flowtrace.config import Config, load_config
+from flowtrace.direct_export import DirectSpanSink
 from flowtrace.otel import MetricSink, SpanSink
 from flowtrace.pipeline import Pipeline
 from flowtrace.recorder import Recorder
@@ -78,7 +79,13 @@ class FlowTrace:
 
     def _setup(self, tracer_provider: Any, meter_provider: Any) -> None:
         cfg = self.config
-        spans = SpanSink(providers.tracer_provider(tracer_provider, cfg))
+        provider, configured_here = providers.tracer_provider(tracer_provider, cfg)
+        spans: SpanSink | DirectSpanSink = SpanSink(provider)
+        direct = cfg.span_export == "direct" or (
+            cfg.span_export == "auto" and configured_here and providers.direct_export_possible(cfg)
+        )
+        if direct and spans.enabled:
+            spans = DirectSpanSink(provider)
         metrics = None
         if cfg.metrics:
             http_metric = cfg.http_server_metric
@@ -94,8 +101,9 @@ class FlowTrace:
         self._header_keys = cfg.header_environ_keys
         self._route_resolver = cfg.route_resolver
         self._keep_sql_params = cfg.record_sql_parameters
+        after_drain = getattr(spans, "send_pending", None)
         self._pipeline = Pipeline(
-            Recorder(cfg, spans, metrics), cfg.max_pending, cfg.export_interval
+            Recorder(cfg, spans, metrics), cfg.max_pending, cfg.export_interval, after_drain
         )
         self._active = True
 

@@ -1,0 +1,183 @@
+"""Encode flowtrace's span trees straight to OTLP protobuf bytes.
+
+The stock path (SDK ``ReadableSpan`` -> ``encode_spans`` -> protobuf
+objects -> ``SerializeToString``) costs ~15 µs per span; a request has 10-25
+spans. Most of a stage span's bytes are the same for every request (its
+name, its stage attribute, the middleware path, the resource and scope), so
+this encoder writes the protobuf wire format directly, with those fragments
+cached. The output is standard OTLP: ``tests/test_otlp_encode.py`` decodes it
+with ``opentelemetry-proto`` and compares it field by field with the stock
+encoder's output for the same spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from struct import Struct
+from typing import Any
+
+from flowtrace.tree import Node, StaticAttrs
+
+_FIXED64 = Struct("<Q").pack
+_DOUBLE = Struct("<d").pack
+_FIXED32 = Struct("<I").pack
+
+SPAN_KIND_INTERNAL = 1
+SPAN_KIND_SERVER = 2
+STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
+# Span.flags: bit 8 "has is_remote", bit 9 "parent is remote" (as the SDK sets them).
+FLAGS_LOCAL_PARENT = 0x100
+FLAGS_REMOTE_PARENT = 0x300
+_CACHE_LIMIT = 8192
+
+
+def varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def field(tag: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return bytes((tag << 3 | 2,)) + varint(len(payload)) + payload
+
+
+def _int64(value: int) -> bytes:
+    return varint(value & 0xFFFFFFFFFFFFFFFF)
+
+
+def any_value(value: Any) -> bytes:
+    """An AnyValue message body."""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, int):
+        return b"\x18" + _int64(value)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE(value)
+    if isinstance(value, str):
+        return field(1, value.encode("utf-8", "replace"))
+    if isinstance(value, bytes):
+        return field(7, value)
+    if isinstance(value, (list, tuple)):
+        return field(5, b"".join(field(1, any_value(v)) for v in value))
+    return field(1, str(value).encode("utf-8", "replace"))
+
+
+def key_value(key: str, value: Any) -> bytes:
+    """A KeyValue message body."""
+    return field(1, key.encode()) + field(2, any_value(value))
+
+
+class SpanEncoder:
+    """Encodes trees of flowtrace nodes into ``ExportTraceServiceRequest`` bytes."""
+
+    def __init__(self, resource_attributes: Mapping[str, Any], scope_name: str,
+                 scope_version: str, resource_schema_url: str = "") -> None:  # fmt: skip
+        resource = field(1, b"".join(field(1, key_value(k, v))
+                                     for k, v in resource_attributes.items()))  # fmt: skip
+        self._resource_field = resource
+        self._resource_schema = (
+            field(3, resource_schema_url.encode()) if resource_schema_url else b""
+        )
+        scope = field(1, scope_name.encode()) + field(2, scope_version.encode())
+        self._scope_field = field(1, scope)
+        self._kv_cache: dict[tuple[str, Any], bytes] = {}
+        self._name_cache: dict[str, bytes] = {}
+
+    def _attribute(self, key: str, value: Any) -> bytes:
+        """A Span.attributes field (tag 9); cached for hashable scalar values."""
+        if isinstance(value, (list, dict)):
+            return field(9, key_value(key, value))
+        cache_key = (key, value)
+        encoded = self._kv_cache.get(cache_key)
+        if encoded is None:
+            encoded = field(9, key_value(key, value))
+            if len(self._kv_cache) >= _CACHE_LIMIT:
+                self._kv_cache.clear()
+            self._kv_cache[cache_key] = encoded
+        return encoded
+
+    def _name(self, name: str) -> bytes:
+        encoded = self._name_cache.get(name)
+        if encoded is None:
+            encoded = field(5, name.encode("utf-8", "replace"))
+            if len(self._name_cache) >= _CACHE_LIMIT:
+                self._name_cache.clear()
+            self._name_cache[name] = encoded
+        return encoded
+
+    def span(
+        self, trace_id: bytes, span_id: bytes, parent_id: bytes | None, name: str, kind: int,
+        start: int, end: int, attributes: Mapping[str, Any], flags: int,
+        trace_state: str = "", status: tuple[int, str] = (STATUS_UNSET, ""),
+        events: Sequence[tuple[str, int, Mapping[str, Any]]] = (),
+    ) -> bytes:  # fmt: skip
+        """One ScopeSpans.spans field (tag 2) holding a Span."""
+        attr = self._attribute
+        parts = [b"\x0a\x10", trace_id, b"\x12\x08", span_id]
+        if trace_state:
+            parts.append(field(3, trace_state.encode()))
+        if parent_id:
+            parts += (b"\x22\x08", parent_id)
+        parts += (self._name(name), b"\x30", bytes((kind,)), b"\x39", _FIXED64(start),
+                  b"\x41", _FIXED64(end))  # fmt: skip
+        if type(attributes) is StaticAttrs:
+            try:
+                parts.append(attributes.encoded)
+            except AttributeError:
+                attributes.encoded = b"".join(attr(k, v) for k, v in attributes.items())
+                parts.append(attributes.encoded)
+        else:
+            parts.extend(attr(k, v) for k, v in attributes.items())
+        for event_name, when, event_attrs in events:
+            body = b"\x09" + _FIXED64(when) + field(2, event_name.encode())
+            body += b"".join(field(3, key_value(k, v)) for k, v in event_attrs.items())
+            parts.append(field(11, body))
+        code, message = status
+        if code or message:  # the stock encoder always writes a (maybe empty) status
+            body_ = field(2, message.encode("utf-8", "replace")) if message else b""
+            parts.append(field(15, body_ + (b"\x18" + bytes((code,)) if code else b"")))
+        else:
+            parts.append(b"\x7a\x00")
+        parts += (b"\x85\x01", _FIXED32(flags))
+        body = b"".join(parts)
+        return b"\x12" + varint(len(body)) + body
+
+    def request(self, spans: Iterable[bytes]) -> bytes:
+        """Wrap encoded spans into one ExportTraceServiceRequest."""
+        scope_spans = self._scope_field + b"".join(spans)
+        resource_spans = self._resource_field + field(2, scope_spans) + self._resource_schema
+        return field(1, resource_spans)
+
+    def tree(
+        self, root: Node, root_name: str, root_attrs: Mapping[str, Any], trace_id: int,
+        root_span_id: int, parent_span_id: int | None, remote_parent: bool,
+        to_wall: Callable[[int], int], new_span_id: Callable[[], int], trace_state: str = "",
+        status: tuple[int, str] = (STATUS_UNSET, ""),
+        events: Sequence[tuple[str, int, Mapping[str, Any]]] = (),
+    ) -> list[bytes]:  # fmt: skip
+        """All spans of one request: the SERVER root, then every stage node."""
+        tid = trace_id.to_bytes(16, "big")
+        root_id = root_span_id.to_bytes(8, "big")
+        parent = parent_span_id.to_bytes(8, "big") if parent_span_id else None
+        root_flags = FLAGS_REMOTE_PARENT if remote_parent else FLAGS_LOCAL_PARENT
+        start, end = to_wall(root.start), to_wall(root.end)
+        out = [
+            self.span(tid, root_id, parent, root_name, SPAN_KIND_SERVER, start, end,
+                      root_attrs, root_flags, trace_state, status, events)
+        ]  # fmt: skip
+        span = self.span
+        todo = [(child, root_id) for child in root.children]
+        while todo:
+            node, parent_id = todo.pop()
+            span_id = new_span_id().to_bytes(8, "big")
+            out.append(span(tid, span_id, parent_id, node.name, SPAN_KIND_INTERNAL,
+                            to_wall(node.start), to_wall(node.end), node.attrs,
+                            FLAGS_LOCAL_PARENT, trace_state))  # fmt: skip
+            todo.extend((child, span_id) for child in node.children)
+        return out
