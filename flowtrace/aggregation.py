@@ -18,12 +18,12 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from time import time_ns
 from typing import Any
 
 from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -39,6 +39,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 Key = tuple[tuple[str, Any], ...]
+RawExemplar = tuple[int, int, int]  # trace_id, span_id, time_ns
 _CUMULATIVE = AggregationTemporality.CUMULATIVE
 
 
@@ -62,7 +63,7 @@ class HistogramAggregator:
         self.bounds = tuple(float(b) for b in bounds)
         self._series: dict[Key, _Series] = {}
 
-    def record(self, key: Key, value: float, exemplar: Any = None) -> None:
+    def record(self, key: Key, value: float, exemplar: RawExemplar | None = None) -> None:
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series(len(self.bounds) + 1)
@@ -74,8 +75,8 @@ class HistogramAggregator:
             series.low = value
         if value > series.high:
             series.high = value
-        if exemplar is not None:
-            series.exemplars[bucket] = replace(exemplar, value=value)
+        if exemplar is not None:  # (trace_id, span_id, time_ns): built at collection
+            series.exemplars[bucket] = (value, exemplar)
 
     def metric(self, start_ns: int, now_ns: int) -> Metric | None:
         if not self._series:
@@ -91,7 +92,10 @@ class HistogramAggregator:
                 explicit_bounds=self.bounds,
                 min=s.low,
                 max=s.high,
-                exemplars=list(s.exemplars.values()),
+                exemplars=[
+                    Exemplar({}, value, t, span_id, trace_id)
+                    for value, (trace_id, span_id, t) in s.exemplars.values()
+                ],
             )  # fmt: skip
             for key, s in self._series.items()
         ]

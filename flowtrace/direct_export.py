@@ -62,7 +62,7 @@ class DirectSpanSink:
         spans = self.encoder.tree(
             root, root_name, root_attrs, trace_id, root_span_id,
             parent.span_id if parent is not None else None,
-            parent is not None and parent.is_remote, to_wall,
+            parent is not None and parent.is_remote, to_wall(0),
             self.id_generator.generate_span_id, trace_state, status, events,
         )  # fmt: skip
         self._pending.extend(spans)

@@ -15,7 +15,6 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.metrics import Histogram, Meter, MeterProvider, Observation
-from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -30,7 +29,7 @@ from opentelemetry.trace import (
 )
 
 from flowtrace import semconv as sc
-from flowtrace.aggregation import Aggregation, Key, bridge
+from flowtrace.aggregation import Aggregation, Key, RawExemplar, bridge
 from flowtrace.tree import Node
 
 logger = logging.getLogger("flowtrace")
@@ -135,10 +134,8 @@ class _SdkHistogram:
     def __init__(self, histogram: Histogram) -> None:
         self._histogram = histogram
 
-    def record(self, key: Key, value: float, exemplar: Exemplar | None = None) -> None:
-        ctx = None
-        if exemplar is not None and exemplar.trace_id and exemplar.span_id:
-            ctx = exemplar_context(exemplar.trace_id, exemplar.span_id)
+    def record(self, key: Key, value: float, exemplar: RawExemplar | None = None) -> None:
+        ctx = exemplar_context(exemplar[0], exemplar[1]) if exemplar else None
         self._histogram.record(value, dict(key), ctx)
 
 
@@ -202,7 +199,7 @@ class MetricSink:
         duration_ns: int,
         queries: int,
         error_type: str | None,
-        exemplar: Exemplar | None,
+        exemplar: RawExemplar | None,
     ) -> None:
         """Record one request: a point per stage that ran, plus the totals."""
         with self.lock:
@@ -222,9 +219,9 @@ class MetricSink:
                 self.http.record(request_key, duration_ns / 1e9, exemplar)
 
 
-def exemplar_for(trace_id: int, span_id: int, time_ns: int) -> Exemplar:
-    """The trace a kept request's metric points link to (value set per point)."""
-    return Exemplar({}, 0.0, time_ns, span_id, trace_id)
+def exemplar_for(trace_id: int, span_id: int, time_ns: int) -> RawExemplar:
+    """The trace a kept request's metric points link to."""
+    return (trace_id, span_id, time_ns)
 
 
 def exemplar_context(trace_id: int, span_id: int) -> Any:

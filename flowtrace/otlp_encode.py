@@ -21,6 +21,7 @@ from flowtrace.tree import Node, StaticAttrs
 _FIXED64 = Struct("<Q").pack
 _DOUBLE = Struct("<d").pack
 _FIXED32 = Struct("<I").pack
+_TIMES = Struct("<BQBQ").pack  # start_time (field 7) and end_time (field 8), fixed64
 
 SPAN_KIND_INTERNAL = 1
 SPAN_KIND_SERVER = 2
@@ -154,30 +155,67 @@ class SpanEncoder:
         resource_spans = self._resource_field + field(2, scope_spans) + self._resource_schema
         return field(1, resource_spans)
 
+    def _static_tail(
+        self, name: str, attributes: StaticAttrs, flags: int, trace_state: str
+    ) -> bytes:
+        """Name, kind, attributes, (empty) status and flags of an internal span: the
+        bytes every span of this kind shares, cached on its StaticAttrs.
+
+        Protobuf fields may come in any order, so these follow the per-span ones.
+        """
+        key = (name, flags, trace_state)
+        cached: tuple[Any, bytes] | None = getattr(attributes, "tail", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        tail = self._name(name) + b"\x30\x01"
+        tail += b"".join(self._attribute(k, v) for k, v in attributes.items())
+        tail += b"\x7a\x00\x85\x01" + _FIXED32(flags)
+        if trace_state:
+            tail += field(3, trace_state.encode())
+        attributes.tail = (key, tail)
+        return tail
+
     def tree(
         self, root: Node, root_name: str, root_attrs: Mapping[str, Any], trace_id: int,
         root_span_id: int, parent_span_id: int | None, remote_parent: bool,
-        to_wall: Callable[[int], int], new_span_id: Callable[[], int], trace_state: str = "",
+        wall_offset: int, new_span_id: Callable[[], int], trace_state: str = "",
         status: tuple[int, str] = (STATUS_UNSET, ""),
         events: Sequence[tuple[str, int, Mapping[str, Any]]] = (),
     ) -> list[bytes]:  # fmt: skip
-        """All spans of one request: the SERVER root, then every stage node."""
-        tid = trace_id.to_bytes(16, "big")
+        """All spans of one request: the SERVER root, then every stage node.
+
+        ``wall_offset`` turns the nodes' perf-counter times into epoch ns.
+        """
+        ids_prefix = b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08"
         root_id = root_span_id.to_bytes(8, "big")
         parent = parent_span_id.to_bytes(8, "big") if parent_span_id else None
         root_flags = FLAGS_REMOTE_PARENT if remote_parent else FLAGS_LOCAL_PARENT
-        start, end = to_wall(root.start), to_wall(root.end)
+        start, end = root.start + wall_offset, root.end + wall_offset
         out = [
-            self.span(tid, root_id, parent, root_name, SPAN_KIND_SERVER, start, end,
+            self.span(ids_prefix[2:18], root_id, parent, root_name, SPAN_KIND_SERVER, start, end,
                       root_attrs, root_flags, trace_state, status, events)
         ]  # fmt: skip
-        span = self.span
+        times = _TIMES
         todo = [(child, root_id) for child in root.children]
         while todo:
             node, parent_id = todo.pop()
             span_id = new_span_id().to_bytes(8, "big")
-            out.append(span(tid, span_id, parent_id, node.name, SPAN_KIND_INTERNAL,
-                            to_wall(node.start), to_wall(node.end), node.attrs,
-                            FLAGS_LOCAL_PARENT, trace_state))  # fmt: skip
-            todo.extend((child, span_id) for child in node.children)
+            attrs = node.attrs
+            if type(attrs) is StaticAttrs:
+                tail = self._static_tail(node.name, attrs, FLAGS_LOCAL_PARENT, trace_state)
+                body = b"".join((ids_prefix, span_id, b"\x22\x08", parent_id,
+                                 times(0x39, node.start + wall_offset, 0x41,
+                                       node.end + wall_offset), tail))  # fmt: skip
+                n = len(body)
+                if 0x80 <= n < 0x4000:  # the usual span size: a 2-byte length
+                    out.append(bytes((0x12, n & 0x7F | 0x80, n >> 7)) + body)
+                else:
+                    out.append(b"\x12" + varint(n) + body)
+            else:
+                out.append(self.span(ids_prefix[2:18], span_id, parent_id, node.name,
+                                     SPAN_KIND_INTERNAL, node.start + wall_offset,
+                                     node.end + wall_offset, attrs, FLAGS_LOCAL_PARENT,
+                                     trace_state))  # fmt: skip
+            for child in node.children:
+                todo.append((child, span_id))
         return out

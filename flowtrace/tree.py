@@ -31,8 +31,9 @@ class StaticAttrs(dict[str, Any]):
     ``encoded`` caches their OTLP bytes (set by ``flowtrace.otlp_encode``).
     """
 
-    __slots__ = ("encoded",)
+    __slots__ = ("encoded", "tail")
     encoded: bytes
+    tail: tuple[Any, bytes]
 
 
 _static_cache: dict[tuple[tuple[str, Any], ...], StaticAttrs] = {}
@@ -309,4 +310,10 @@ def _reshape(children: list[Node], mode: str) -> list[Node]:
 
 def count_spans(root: Node) -> int:
     """Spans below the root as shaped (each node becomes one)."""
-    return sum(1 + count_spans(child) for child in root.children)
+    count = 0
+    todo = [root]
+    while todo:
+        children = todo.pop().children
+        count += len(children)
+        todo.extend(children)
+    return count
