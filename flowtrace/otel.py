@@ -145,6 +145,8 @@ _HISTOGRAMS = (
     (sc.REQUEST_DURATION, sc.UNIT_SECONDS, sc.DURATION_BUCKETS,
      "Whole request, from server receipt (queue) to the end of close()."),
     (sc.DB_QUERIES, sc.UNIT_QUERIES, sc.QUERY_COUNT_BUCKETS, "Database queries per request."),
+    (sc.TTFB, sc.UNIT_SECONDS, sc.DURATION_BUCKETS,
+     "Time to first byte: from server receipt (queue) to the first body chunk."),
     (sc.HTTP_SERVER_DURATION, sc.UNIT_SECONDS, sc.HTTP_SERVER_BUCKETS,
      "Duration of HTTP server requests."),
 )  # fmt: skip
@@ -163,7 +165,7 @@ class MetricSink:
     ) -> None:
         self.provider = provider
         self._dropped = dropped
-        wanted = _HISTOGRAMS if http_server_metric else _HISTOGRAMS[:3]
+        wanted = _HISTOGRAMS if http_server_metric else _HISTOGRAMS[:4]
         aggregation = Aggregation(InstrumentationScope(sc.METER_NAME, _version()), dropped)
         for name, unit, bounds, description in wanted:
             aggregation.histogram(name, unit, description, bounds)
@@ -174,8 +176,8 @@ class MetricSink:
         if not self.bridged:
             self.lock = nullcontext()
             recorders = self._sdk_instruments(provider, wanted)
-        self.stage, self.request, self.queries = recorders[:3]
-        self.http = recorders[3] if http_server_metric else None
+        self.stage, self.request, self.queries, self.ttfb = recorders[:4]
+        self.http = recorders[4] if http_server_metric else None
 
     def _sdk_instruments(self, provider: MeterProvider, wanted: Any) -> list[Any]:
         meter: Meter = provider.get_meter(sc.METER_NAME, _version())
@@ -198,6 +200,7 @@ class MetricSink:
         per_middleware: dict[str, int] | None,
         duration_ns: int,
         queries: int,
+        ttfb_ns: int | None,
         error_type: str | None,
         exemplar: RawExemplar | None,
     ) -> None:
@@ -215,6 +218,8 @@ class MetricSink:
             request_key = base + ((sc.ERROR_TYPE, error_type),) if error_type else base
             self.request.record(request_key, duration_ns / 1e9, exemplar)
             self.queries.record(base, queries, exemplar)
+            if ttfb_ns is not None:
+                self.ttfb.record(base, ttfb_ns / 1e9, exemplar)
             if self.http is not None:
                 self.http.record(request_key, duration_ns / 1e9, exemplar)
 

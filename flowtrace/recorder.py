@@ -81,7 +81,8 @@ class Recorder:
                 base += ((sc.HTTP_STATUS, status_code),)
             per_mw = tree.middleware_totals() if cfg.metrics_per_middleware else None
             exemplar = exemplar_for(tl.trace_id, tl.span_id, tl.wall_ns) if keep else None
-            self.metrics.record(base, totals, per_mw, duration, queries, error_type, exemplar)
+            ttfb = tl.t_first_chunk - root.start if tl.t_first_chunk else None
+            self.metrics.record(base, totals, per_mw, duration, queries, ttfb, error_type, exemplar)
         if keep is None or not self.spans.enabled:
             return
         shape_middleware(tree, cfg.middleware_spans)

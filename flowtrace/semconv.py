@@ -94,6 +94,7 @@ TRACER_NAME: Final = "flowtrace"
 STAGE_DURATION: Final = "flowtrace.stage.duration"
 REQUEST_DURATION: Final = "flowtrace.request.duration"
 DB_QUERIES: Final = "flowtrace.db.queries"
+TTFB: Final = "flowtrace.request.ttfb"  # server receipt to first body byte
 HTTP_SERVER_DURATION: Final = "http.server.request.duration"
 DROPPED: Final = "flowtrace.telemetry.dropped"
 UNIT_SECONDS: Final = "s"

@@ -61,8 +61,14 @@ def test_direct_encoding_equals_stock_encoding(mode: str) -> None:
     timelines: list[Any] = []
     app._pipeline.submit = timelines.append  # type: ignore[union-attr,method-assign]
     for path in PATHS:
-        call(app, path, headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-"
-                                                "00f067aa0ba902b7-01", "tracestate": "k=v"})
+        call(
+            app,
+            path,
+            headers={
+                "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "tracestate": "k=v",
+            },
+        )
     call(app, "/hello")  # a local root too
     sdk_recorder = Recorder(app.config, app._spans, None)
     sender = CapturingSender()
@@ -74,7 +80,8 @@ def test_direct_encoding_equals_stock_encoding(mode: str) -> None:
         direct_recorder(tl)
     direct_recorder.spans.send_pending()
     stock = ExportTraceServiceRequest.FromString(
-        encode_spans(exporter.get_finished_spans()).SerializeToString())
+        encode_spans(exporter.get_finished_spans()).SerializeToString()
+    )
     ours = ExportTraceServiceRequest.FromString(b"".join(sender.bodies))
     [stock_rs], [our_rs] = stock.resource_spans, ours.resource_spans
     assert our_rs.resource == stock_rs.resource

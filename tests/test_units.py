@@ -78,6 +78,7 @@ def test_names_are_pinned() -> None:
         "flowtrace.db.queries",
     )
     assert semconv.HTTP_SERVER_DURATION == "http.server.request.duration"
+    assert semconv.TTFB == "flowtrace.request.ttfb"
     assert semconv.UNIT_SECONDS == "s"
     assert (semconv.ATTR_STAGE, semconv.ATTR_MIDDLEWARE, semconv.HTTP_ROUTE) == (
         "flowtrace.stage",
