@@ -1,13 +1,31 @@
 #!/usr/bin/env bash
-# System programs the tests and benchmarks use, from Debian's packages.
+# System programs the tests and benchmarks use, from Debian's packages:
+#   prometheus (2.42, extracted into .cache/prometheus: no service is started),
+#   node + npm (for Grafana's TraceQL grammar), wrk (benchmark).
 # Installs only what is missing; needs root (CI and our machines run as root).
 set -euo pipefail
+cd "$(dirname "$0")/.."
+cache=.cache
 want=()
 command -v wrk >/dev/null || want+=(wrk)
-if [ ${#want[@]} -eq 0 ]; then exit 0; fi
-if [ "$(id -u)" != 0 ]; then
-  echo "note: not root, cannot install ${want[*]}; tests that need them will skip (never in CI)" >&2
-  exit 0
+command -v node >/dev/null || want+=(nodejs)
+command -v npm >/dev/null || want+=(npm)
+have_prometheus() { command -v prometheus >/dev/null || [ -x "$cache/prometheus/usr/bin/prometheus" ]; }
+if [ ${#want[@]} -gt 0 ] || ! have_prometheus; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "note: not root, cannot install ${want[*]} prometheus; tests that need them skip (never in CI)" >&2
+  else
+    apt-get update -qq
+    if [ ${#want[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+    fi
+    if ! have_prometheus; then
+      mkdir -p "$cache/debs" "$cache/prometheus"
+      (cd "$cache/debs" && apt-get download -qq prometheus)
+      dpkg-deb -x "$cache"/debs/prometheus_*.deb "$cache/prometheus"
+    fi
+  fi
 fi
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+if command -v npm >/dev/null && [ ! -d tests/traceql/node_modules/@grafana/lezer-traceql ]; then
+  (cd tests/traceql && npm ci --no-audit --no-fund --silent)
+fi

@@ -110,6 +110,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print the measured stage accuracy (injected vs recorded) for the notes."""
     from tests.test_stages_gunicorn import ACCURACY
 
+    try:
+        from tests.test_dashboard_live import SERIES
+    except ImportError:
+        SERIES = []
+    if SERIES:
+        terminalreporter.section("dashboard queries against a live Prometheus")
+        for title, ref, count in SERIES:
+            terminalreporter.write_line(f"{count:4d} series  {ref}  {title}")
     if not ACCURACY:
         return
     terminalreporter.section("flowtrace stage accuracy (gunicorn, OTLP)")
