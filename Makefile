@@ -22,8 +22,8 @@ demo: $(VENV)/.stamp
 test: lint test-django52 test-django42
 
 lint: $(VENV)/.stamp
-	$(VENV)/bin/ruff check flowtrace tests benchmarks
-	$(VENV)/bin/ruff format --check flowtrace tests benchmarks
+	$(VENV)/bin/ruff check flowtrace tests benchmarks dashboards
+	$(VENV)/bin/ruff format --check flowtrace tests benchmarks dashboards
 	$(VENV)/bin/mypy
 
 test-django52: $(VENV)/.stamp

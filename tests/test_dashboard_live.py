@@ -41,7 +41,7 @@ def live() -> Iterator[tuple[GunicornServer, Prometheus]]:
         gunicorn("tests.testproject.wsgi:traced", env) as server,
         running_prometheus(f"127.0.0.1:{metrics_port}", {"service_name": SERVICE}) as prometheus,
     ):
-        total = 'sum(flowtrace_request_duration_seconds_count{service_name="%s"})' % SERVICE
+        total = f'sum(flowtrace_request_duration_seconds_count{{service_name="{SERVICE}"}})'
         sent = 1  # wait_ready's /hello
         for _ in range(WAVES):  # spread over several scrapes so that rate() has samples
             for route in ROUTES:
