@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # System programs the tests and benchmarks use, from Debian's packages:
 #   prometheus (2.42, extracted into .cache/prometheus: no service is started),
-#   node + npm (for Grafana's TraceQL grammar), wrk (benchmark).
+#   node + npm (for Grafana's TraceQL grammar), nginx (queue-time test), wrk (benchmark).
 # Installs only what is missing; needs root (CI and our machines run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=.cache
 want=()
 command -v wrk >/dev/null || want+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || want+=(nginx)
 command -v node >/dev/null || want+=(nodejs)
 command -v npm >/dev/null || want+=(npm)
 have_prometheus() { command -v prometheus >/dev/null || [ -x "$cache/prometheus/usr/bin/prometheus" ]; }
@@ -17,7 +18,11 @@ if [ ${#want[@]} -gt 0 ] || ! have_prometheus; then
   else
     apt-get update -qq
     if [ ${#want[@]} -gt 0 ]; then
+      # policy-rc.d: install nginx without starting a system service on port 80.
+      policy=/usr/sbin/policy-rc.d created=0
+      if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created=1; fi
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+      if [ "$created" = 1 ]; then rm -f "$policy"; fi
     fi
     if ! have_prometheus; then
       mkdir -p "$cache/debs" "$cache/prometheus"
