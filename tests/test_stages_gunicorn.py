@@ -11,7 +11,9 @@ from tests.servers import GunicornServer
 from tests.traces import fetch, stage_totals
 
 ACCURACY: list[tuple[str, float, float]] = []  # (stage, injected ms, recorded ms)
-TOLERANCE_MS = 8.0
+# Upper bound: time.sleep() itself overshoots when 2 cores are busy (seen: +7 ms). The
+# real accuracy checks are the tight lower bound and "no other stage got the time".
+TOLERANCE_MS = 15.0
 
 
 def test_span_tree_of_a_db_page(server: GunicornServer, receiver: Receiver) -> None:
