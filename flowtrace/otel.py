@@ -8,7 +8,6 @@ others. Metrics go through ordinary OpenTelemetry instruments.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from typing import Any
@@ -31,8 +30,6 @@ from opentelemetry.trace import (
 from flowtrace import semconv as sc
 from flowtrace.aggregation import Aggregation, Key, RawExemplar, bridge
 from flowtrace.tree import Node
-
-logger = logging.getLogger("flowtrace")
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)

@@ -17,8 +17,8 @@ from flowtrace.config import Config
 from flowtrace.otel import MetricSink, exemplar_for
 from flowtrace.queue_time import queue_ns
 from flowtrace.request_info import method_of, queue_header, root_attributes
-from flowtrace.timeline import RESOLVE, Timeline
-from flowtrace.tree import Tree, build, count_spans, shape_middleware, static
+from flowtrace.timeline import Timeline
+from flowtrace.tree import Tree, build, count_spans, shape_middleware
 
 
 def status_code_of(status: str | None) -> int:
@@ -30,19 +30,19 @@ def status_code_of(status: str | None) -> int:
         return 0
 
 
-def route_of(tl: Timeline) -> tuple[str, str | None]:
-    """(http.route, view dotted path) from Django's ResolverMatch, if any."""
+def route_of(tl: Timeline, tree: Tree) -> str:
+    """http.route: the route resolver's answer, Django's pattern, or the fallback."""
     if tl.route:
-        return tl.route, None
-    for kind, _, _, payload in tl.events:
-        if kind == RESOLVE and payload is not None:
-            route, view = payload
-            return ("/" + route if isinstance(route, str) else sc.UNMATCHED_ROUTE), view
-    return sc.UNMATCHED_ROUTE, None
+        return tl.route
+    route = tree.resolved[0] if tree.resolved is not None else None
+    return "/" + route if isinstance(route, str) else sc.UNMATCHED_ROUTE
 
 
 def error_of(tl: Timeline) -> tuple[str, str, str] | None:
-    """(type, message, stacktrace) of an exception the app raised or Django handled."""
+    """(type, message, stacktrace) of an exception the app raised or Django handled.
+
+    Formatting a traceback is not free, so this runs only for exported spans.
+    """
     if tl.exc is not None:
         exc = tl.exc
         stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -60,20 +60,19 @@ class Recorder:
 
     def __call__(self, tl: Timeline) -> None:
         cfg = self.cfg
-        django = bool(tl.layer_names)
         queue = queue_ns(queue_header(tl.request), tl.wall_ns, cfg.max_queue_time)
-        tree = build(tl, cfg, django, queue)
+        tree = build(tl, cfg, queue)
         root = tree.root
         totals = tree.stage_totals()
-        route, view = route_of(tl)
+        route = route_of(tl, tree)
         method, _ = method_of(tl.request)
         status_code = status_code_of(tl.status) or (500 if tl.exc is not None else 0)
-        error = error_of(tl)
-        error_type = error[0] if tl.exc is not None and error else None
+        error_type = type(tl.exc).__qualname__ if tl.exc is not None else None
         if error_type is None and status_code >= 500:
             error_type = str(status_code)
         queries = tree.count(sc.DB)
         duration = root.duration
+        ttfb = tl.t_first_chunk - root.start if tl.t_first_chunk else None
         keep = self._keep_reason(tl, duration, error_type)
         if self.metrics is not None:
             base: tuple[tuple[str, Any], ...] = ((sc.HTTP_ROUTE, route), (sc.HTTP_METHOD, method))
@@ -81,7 +80,6 @@ class Recorder:
                 base += ((sc.HTTP_STATUS, status_code),)
             per_mw = tree.middleware_totals() if cfg.metrics_per_middleware else None
             exemplar = exemplar_for(tl.trace_id, tl.span_id, tl.wall_ns) if keep else None
-            ttfb = tl.t_first_chunk - root.start if tl.t_first_chunk else None
             self.metrics.record(base, totals, per_mw, duration, queries, ttfb, error_type, exemplar)
         if keep is None or not self.spans.enabled:
             return
@@ -95,13 +93,11 @@ class Recorder:
         attrs[sc.ATTR_DB_QUERY_COUNT] = queries
         attrs[sc.ATTR_KEPT] = keep
         attrs[sc.ATTR_SPAN_COUNT] = 1 + count_spans(root)
-        if tl.t_first_chunk:
-            attrs[sc.ATTR_TTFB] = (tl.t_first_chunk - root.start) / 1e9
-        if view:
-            _name_view(tree, view)
+        if ttfb is not None:
+            attrs[sc.ATTR_TTFB] = ttfb / 1e9
         name = f"{method if method != sc.OTHER_METHOD else 'HTTP'} {route}"
         self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent),
-                        tl.to_wall, error, status_code)  # fmt: skip
+                        tl.to_wall, error_of(tl), status_code)  # fmt: skip
 
     def _keep_reason(self, tl: Timeline, duration_ns: int, error_type: str | None) -> str | None:
         if tl.sampled:
@@ -112,10 +108,3 @@ class Recorder:
         if threshold is not None and duration_ns >= threshold * 1e9:
             return "slow"
         return None
-
-
-def _name_view(tree: Tree, view: str) -> None:
-    for node in tree.nodes:
-        if node.stage == sc.VIEW and node.name == "view":
-            node.name = view
-            node.attrs = static((sc.ATTR_STAGE, sc.VIEW), (sc.ATTR_VIEW, view))

@@ -75,13 +75,15 @@ class Node:
 
 
 class Tree:
-    """The root node plus every node below it, flat (for totals and counts)."""
+    """The root node plus every node below it, flat (for totals and counts), and
+    Django's resolved (route, view path), if URL resolution succeeded."""
 
-    __slots__ = ("root", "nodes")
+    __slots__ = ("root", "nodes", "resolved")
 
-    def __init__(self, root: Node, nodes: list[Node]) -> None:
+    def __init__(self, root: Node, nodes: list[Node], resolved: tuple[Any, Any] | None) -> None:
         self.root = root
         self.nodes = nodes
+        self.resolved = resolved
 
     def stage_totals(self) -> dict[str, int]:
         """Exclusive nanoseconds per stage; they add up to the root's duration."""
@@ -209,8 +211,9 @@ def _nest(root: Node, nodes: list[Node]) -> None:
         top = node
 
 
-def build(tl: Timeline, cfg: Config, django: bool, queue: int | None) -> Tree:
+def build(tl: Timeline, cfg: Config, queue: int | None) -> Tree:
     """The full-detail tree of a request; ``queue`` is the queue time in ns."""
+    django = bool(tl.layer_names)
     root_start = tl.t_call - (queue or 0)
     root = Node("request", None, root_start, max(tl.t_close_end or tl.t_return, tl.t_return), 0, {})
     nodes: list[Node] = []
@@ -229,19 +232,25 @@ def build(tl: Timeline, cfg: Config, django: bool, queue: int | None) -> Tree:
         layers = [(t0, t1, p) for kind, t0, t1, p in events if kind == LAYER]
         nodes.extend(_layer_nodes(layers, tl.layer_names))
     view_end = 0
+    resolved = None
     for kind, t0, t1, payload in events:
+        if kind == RESOLVE and payload is not None:
+            resolved = payload  # (route, view path): resolution precedes the view
         if kind != LAYER:
             node = _event_node(kind, t0, t1, payload, cfg)
             if node is not None:
                 nodes.append(node)
                 if kind == VIEW:
                     view_end = t1
+                    if resolved is not None and resolved[1]:
+                        node.name = resolved[1]
+                        node.attrs = static((sc.ATTR_STAGE, sc.VIEW), (sc.ATTR_VIEW, resolved[1]))
     if view_end:
         for node in nodes:
             if node.stage == sc.TEMPLATE and node.start >= view_end:
                 node.attrs = static(*node.attrs.items(), (sc.ATTR_TEMPLATE_DEFERRED, True))
     _nest(root, nodes)
-    return Tree(root, nodes)
+    return Tree(root, nodes, resolved)
 
 
 def _streaming_node(tl: Timeline) -> Node:

@@ -7,7 +7,6 @@ else (span trees, metrics, export) happens on the exporter thread.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from contextvars import Token
 from time import time_ns
@@ -30,12 +29,10 @@ from flowtrace.request_info import snapshot
 from flowtrace.response import wrap_body
 from flowtrace.timeline import Timeline, clock, current
 
-logger = logging.getLogger("flowtrace")
-
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-_PROPAGATION_KEYS = ("HTTP_TRACEPARENT", "HTTP_BAGGAGE", "HTTP_B3", "HTTP_X_B3_TRACEID")
+_PROPAGATION_KEYS = frozenset(("HTTP_TRACEPARENT", "HTTP_BAGGAGE", "HTTP_B3", "HTTP_X_B3_TRACEID"))
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _SAMPLED_DECISIONS = (Decision.RECORD_AND_SAMPLE,)
@@ -150,7 +147,7 @@ class FlowTrace:
         try:
             parent_ctx = None
             parent = None
-            if any(key in environ for key in _PROPAGATION_KEYS):
+            if not environ.keys().isdisjoint(_PROPAGATION_KEYS):
                 parent_ctx = propagate.extract(environ, getter=_GETTER)
                 candidate = trace.get_current_span(parent_ctx).get_span_context()
                 if candidate.is_valid:
