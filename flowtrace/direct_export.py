@@ -9,11 +9,10 @@ Sampling and ids still come from the tracer provider.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from flowtrace import semconv as sc
-from flowtrace.otlp_encode import STATUS_ERROR, STATUS_UNSET, SpanEncoder
+from flowtrace.otlp_encode import SpanEncoder
 from flowtrace.otlp_http import OtlpHttpSender
 from flowtrace.tree import Node
 
@@ -42,27 +41,18 @@ class DirectSpanSink:
 
     def emit(
         self, root: Node, root_name: str, root_attrs: dict[str, Any],
-        ids: tuple[int, int, Any], to_wall: Callable[[int], int],
-        error: tuple[str, str, str] | None, status_code: int,
+        ids: tuple[int, int, Any], wall_offset: int, status: tuple[int, str],
+        exception: dict[str, str] | None,
     ) -> int:  # fmt: skip
         trace_id, root_span_id, parent = ids
-        status: tuple[int, str] = (STATUS_UNSET, "")
-        events: tuple[tuple[str, int, dict[str, Any]], ...] = ()
-        if error is not None:
-            status = (STATUS_ERROR, f"{error[0]}: {error[1]}"[:256])
-            attrs = {
-                "exception.type": error[0],
-                "exception.message": error[1],
-                "exception.stacktrace": error[2],
-            }
-            events = (("exception", to_wall(root.end), attrs),)
-        elif status_code >= 500:
-            status = (STATUS_ERROR, "")
+        events: tuple[tuple[str, int, dict[str, str]], ...] = ()
+        if exception is not None:
+            events = (("exception", root.end + wall_offset, exception),)
         trace_state = parent.trace_state.to_header() if parent is not None else ""
         spans = self.encoder.tree(
             root, root_name, root_attrs, trace_id, root_span_id,
             parent.span_id if parent is not None else None,
-            parent is not None and parent.is_remote, to_wall(0),
+            parent is not None and parent.is_remote, wall_offset,
             self.id_generator.generate_span_id, trace_state, status, events,
         )  # fmt: skip
         self._pending.extend(spans)

@@ -1,9 +1,11 @@
-"""The only module that talks to OpenTelemetry: trees in, spans and metrics out.
+"""OpenTelemetry SDK output: trees in, SDK spans and metrics out.
 
-Spans are built as SDK ``ReadableSpan`` objects off the request thread and
-handed to the tracer provider's own span processor, so whatever processors
-and exporters the application configured receive flowtrace's spans like any
-others. Metrics go through ordinary OpenTelemetry instruments.
+Spans (the SDK path) are built as ``ReadableSpan`` objects off the request
+thread and handed to the tracer provider's own span processor, so whatever
+processors and exporters the application configured receive flowtrace's
+spans like any others. Metrics use flowtrace's own aggregation merged into
+the SDK's readers (``flowtrace.aggregation``), or SDK instruments where that
+is impossible. (The direct span path lives in ``flowtrace.direct_export``.)
 """
 
 from __future__ import annotations
@@ -62,34 +64,26 @@ class SpanSink:
         root_name: str,
         root_attrs: dict[str, Any],
         ids: tuple[int, int, SpanContext | None],
-        to_wall: Any,
-        error: tuple[str, str, str] | None,
-        status_code: int,
+        wall_offset: int,
+        status: tuple[int, str],
+        exception: dict[str, str] | None,
     ) -> int:
         """Export the tree as spans; returns how many were handed on."""
         if self.processor is None:
             return 0
         trace_id, root_span_id, parent = ids
-        status = _UNSET
+        code, description = status
+        root_status = Status(StatusCode(code), description or None) if code else _UNSET
         events: tuple[Event, ...] = ()
-        if error is not None:
-            status = Status(StatusCode.ERROR, f"{error[0]}: {error[1]}"[:256])
-            events = (
-                Event(
-                    "exception",
-                    {
-                        "exception.type": error[0],
-                        "exception.message": error[1],
-                        "exception.stacktrace": error[2],
-                    },  # fmt: skip
-                    to_wall(root.end),
-                ),
-            )
-        elif status_code >= 500:
-            status = Status(StatusCode.ERROR)
+        if exception is not None:
+            events = (Event("exception", exception, root.end + wall_offset),)
+
+        def to_wall(t_ns: int) -> int:
+            return t_ns + wall_offset
+
         count = 0
         for span in self._spans(root, root_name, root_attrs, trace_id, root_span_id,
-                                parent, to_wall, status, events):  # fmt: skip
+                                parent, to_wall, root_status, events):  # fmt: skip
             self.processor.on_end(span)
             count += 1
         return count
@@ -102,7 +96,7 @@ class SpanSink:
         trace_id: int,
         root_span_id: int,
         parent: SpanContext | None,
-        to_wall: Any,
+        to_wall: Callable[[int], int],
         status: Status,
         events: tuple[Event, ...],
     ) -> Iterator[ReadableSpan]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from struct import Struct
 from typing import Any
 
+from flowtrace.semconv import STATUS_UNSET
 from flowtrace.tree import Node, StaticAttrs
 
 _FIXED64 = Struct("<Q").pack
@@ -25,7 +26,6 @@ _TIMES = Struct("<BQBQ").pack  # start_time (field 7) and end_time (field 8), fi
 
 SPAN_KIND_INTERNAL = 1
 SPAN_KIND_SERVER = 2
-STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 # Span.flags: bit 8 "has is_remote", bit 9 "parent is remote" (as the SDK sets them).
 FLAGS_LOCAL_PARENT = 0x100
 FLAGS_REMOTE_PARENT = 0x300

@@ -50,6 +50,18 @@ def error_of(tl: Timeline) -> tuple[str, str, str] | None:
     return tl.app_exc_info
 
 
+def root_outcome(
+    error: tuple[str, str, str] | None, status_code: int
+) -> tuple[tuple[int, str], dict[str, str] | None]:
+    """(status code, description) of the SERVER span and its ``exception`` event
+    attributes: ERROR on an exception or a 5xx, as the HTTP semconv asks."""
+    if error is not None:
+        exception = {"exception.type": error[0], "exception.message": error[1],
+                     "exception.stacktrace": error[2]}  # fmt: skip
+        return (sc.STATUS_ERROR, f"{error[0]}: {error[1]}"[:256]), exception
+    return ((sc.STATUS_ERROR, "") if status_code >= 500 else (sc.STATUS_UNSET, "")), None
+
+
 class Recorder:
     """Turns one finished Timeline into metrics and (maybe) spans."""
 
@@ -96,8 +108,9 @@ class Recorder:
         if ttfb is not None:
             attrs[sc.ATTR_TTFB] = ttfb / 1e9
         name = f"{method if method != sc.OTHER_METHOD else 'HTTP'} {route}"
+        status, exception = root_outcome(error_of(tl), status_code)
         self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent),
-                        tl.to_wall, error_of(tl), status_code)  # fmt: skip
+                        tl.wall_offset, status, exception)  # fmt: skip
 
     def _keep_reason(self, tl: Timeline, duration_ns: int, error_type: str | None) -> str | None:
         if tl.sampled:

@@ -81,6 +81,11 @@ DB_QUERY_TEXT: Final = "db.query.text"
 DB_BATCH_SIZE: Final = "db.operation.batch.size"
 REQUEST_HEADER_PREFIX: Final = "http.request.header."
 
+# --- span status codes (OpenTelemetry StatusCode values = OTLP Status.code) ---
+STATUS_UNSET: Final = 0
+STATUS_OK: Final = 1
+STATUS_ERROR: Final = 2
+
 # --- low-cardinality fallbacks --------------------------------------------
 UNMATCHED_ROUTE: Final = "(unmatched)"  # Django 404 / non-Django app
 OTHER_METHOD: Final = "_OTHER"

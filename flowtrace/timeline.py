@@ -90,6 +90,7 @@ class Timeline:
         self.sampled = False
         self.keep_sql_params = False  # per FlowTrace option, read by the DB hook
 
-    def to_wall(self, t_ns: int) -> int:
-        """Convert a perf-counter timestamp to nanoseconds since the epoch."""
-        return self.wall_ns + (t_ns - self.t_call)
+    @property
+    def wall_offset(self) -> int:
+        """Add to a perf-counter timestamp to get nanoseconds since the epoch."""
+        return self.wall_ns - self.t_call
