@@ -42,6 +42,12 @@ def target(expr: str, legend: str = "", ref: str = "A", **extra: Any) -> dict[st
             "exemplar": True, **extra}  # fmt: skip
 
 
+def traceql(query: str, table_type: str) -> dict[str, Any]:
+    """A Tempo TraceQL search target (``table_type``: traces or spans)."""
+    return {"datasource": TEMPO, "refId": "A", "queryType": "traceql", "limit": 20,
+            "tableType": table_type, "query": query}  # fmt: skip
+
+
 def panel(pid: int, title: str, kind: str, grid: tuple[int, int, int, int], targets: list[Any],
           description: str, **extra: Any) -> dict[str, Any]:  # fmt: skip
     x, y, w, h = grid
@@ -136,16 +142,12 @@ def panels() -> list[dict[str, Any]]:
         **_timeseries("short")))  # fmt: skip
     out.append(row(14, "Traces", 37))
     out.append(panel(15, "Slowest requests (Tempo)", "table", (0, 38, 12, 9), [
-        {"datasource": TEMPO, "refId": "A", "queryType": "traceql", "limit": 20,
-         "tableType": "traces",
-         "query": '{ kind = server && resource.service.name =~ "$service" && '
-                  'span.http.route =~ "$route" && duration > $slow }'},
+        traceql('{ kind = server && resource.service.name =~ "$service" && '
+                'span.http.route =~ "$route" && duration > $slow }', "traces"),
         ], "Requests slower than $slow; click a trace id to open its stage waterfall."))  # fmt: skip
     out.append(panel(16, "Slow DB queries (Tempo)", "table", (12, 38, 12, 9), [
-        {"datasource": TEMPO, "refId": "A", "queryType": "traceql", "limit": 20,
-         "tableType": "spans",
-         "query": '{ resource.service.name =~ "$service" && span.flowtrace.stage = "db" && '
-                  'duration > 10ms } | select(span.db.query.text, span.http.route)'},
+        traceql('{ resource.service.name =~ "$service" && span.flowtrace.stage = "db" && '
+                'duration > 10ms } | select(span.db.query.text, span.http.route)', "spans"),
         ], "Query spans over 10 ms, with their SQL (never parameter values)."))  # fmt: skip
     out.append(panel(17, "Recent traces (Jaeger)", "table", (0, 47, 12, 8), [
         {"datasource": JAEGER, "refId": "A", "queryType": "search", "service": "$service",
