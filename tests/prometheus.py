@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.servers import poll_until_answers, stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -92,22 +94,7 @@ def running_prometheus(scrape_target: str, labels: dict[str, str]) -> Iterator[P
         )  # fmt: skip
         prometheus = Prometheus(port)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    prometheus.get("/api/v1/status/buildinfo")
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+            poll_until_answers(lambda: prometheus.get("/api/v1/status/buildinfo"), proc)
             yield prometheus
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-            if proc.stderr is not None:
-                proc.stderr.close()
+            stop_process(proc)

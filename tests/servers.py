@@ -10,18 +10,60 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(rb"Listening at: http://127\.0\.0\.1:(\d+)")
+
+
+def poll_until_answers(
+    probe: Callable[[], object],
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+) -> None:
+    """Call ``probe`` until it stops raising OSError: a started server is listening.
+
+    Bounded by ``timeout``, and gives up at once if ``proc`` has exited. (Polling is
+    the only signal a separate server process gives that it accepts connections.)
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            probe()
+            return
+        except OSError:
+            if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+                raise
+            time.sleep(interval)
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes],
+    timeout: float = 15.0,
+    after_exit: Callable[[], object] | None = None,
+) -> int | None:
+    """SIGTERM, a bounded wait, SIGKILL if needed; then close the process's pipes."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    if after_exit is not None:
+        after_exit()  # e.g. join a thread still reading the pipe
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    return proc.returncode
 
 
 class GunicornServer:
@@ -61,21 +103,10 @@ class GunicornServer:
         self._ready.set()
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        proc = self._proc
-        if proc is None:
+        if self._proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if self._reader is not None:
-            self._reader.join(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        return proc.returncode
+        reader = self._reader
+        return stop_process(self._proc, timeout, reader.join if reader is not None else None)
 
     def request(
         self, path: str, headers: dict[str, str] | None = None, method: str = "GET",
@@ -92,15 +123,7 @@ class GunicornServer:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until the worker answers (its app import can take a moment)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.request("/hello")
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        poll_until_answers(lambda: self.request("/hello"), self._proc, timeout)
 
 
 @contextmanager

@@ -6,14 +6,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.otlp_receiver import Receiver
 from tests.prometheus import free_port
-from tests.servers import GunicornServer
+from tests.servers import GunicornServer, poll_until_answers, stop_process
 from tests.traces import fetch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,21 +56,10 @@ def test_nginx_request_start_becomes_the_queue_stage(
         )  # fmt: skip
         try:
             proxy = _Proxy(port)
-            deadline = time.monotonic() + 10
-            while True:  # until nginx listens (bounded)
-                try:
-                    proxy.request("/hello")
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            poll_until_answers(lambda: proxy.request("/hello"), proc, timeout=10)
             status, _, root = fetch(proxy, receiver, "/t/slow-view?ms=5")
         finally:
-            proc.terminate()
-            proc.wait(10)
-            if proc.stderr is not None:
-                proc.stderr.close()
+            stop_process(proc, 10)
     assert status == 200
     [queue] = [s for s in root.walk() if s.stage == "queue"]
     # nginx's ${msec} has millisecond resolution: the queue is 0..a few ms here.
