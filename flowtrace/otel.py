@@ -43,8 +43,20 @@ def _version() -> str:
     return __version__
 
 
+# At most this many of flowtrace's spans wait in the application's span processor:
+# a request brings ~20 at once, and a drain hundreds of requests, which would
+# overflow a BatchSpanProcessor's queue (2048 by default) and drop spans.
+_FLUSH_EVERY_SPANS = 512
+
+
 class SpanSink:
-    """Builds ReadableSpans from a node tree and feeds the provider's processor."""
+    """Builds ReadableSpans from a node tree and feeds the provider's processor.
+
+    Every ``_FLUSH_EVERY_SPANS`` spans, and after each drain (``send_pending``),
+    it calls the processor's ``force_flush()``. That runs on flowtrace's export
+    thread, never a request thread, and keeps whatever queue the application
+    configured from overflowing.
+    """
 
     def __init__(self, provider: TracerProvider) -> None:
         self.provider = provider
@@ -57,6 +69,7 @@ class SpanSink:
             self.sampler = tracer.sampler
             self.id_generator = tracer.id_generator
         self.scope = InstrumentationScope(sc.TRACER_NAME, _version())
+        self._unflushed = 0
 
     def emit(
         self,
@@ -86,7 +99,16 @@ class SpanSink:
                                 parent, to_wall, root_status, events):  # fmt: skip
             self.processor.on_end(span)
             count += 1
+        self._unflushed += count
+        if self._unflushed >= _FLUSH_EVERY_SPANS:
+            self.send_pending()
         return count
+
+    def send_pending(self) -> None:
+        """Have the processor export what flowtrace gave it (after each drain)."""
+        if self._unflushed and self.processor is not None:
+            self._unflushed = 0
+            self.processor.force_flush()
 
     def _spans(
         self,

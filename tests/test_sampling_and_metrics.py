@@ -163,3 +163,33 @@ def test_dropped_requests_are_counted(make_inprocess: Any) -> None:
     assert inproc.app.dropped == 2
     [point] = _points(inproc, "flowtrace.telemetry.dropped")
     assert point.value == 2
+
+
+def test_sdk_path_never_overflows_the_applications_batch_processor(make_inprocess: Any) -> None:
+    """~20 spans per request arrive in bursts; the processor's queue must get them all."""
+    import time
+
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    class SlowExporter(InMemorySpanExporter):  # the edge: an exporter slower than requests
+        def export(self, spans: Any) -> Any:
+            time.sleep(0.05)
+            return super().export(spans)
+
+    inproc = make_inprocess()
+    exporter = SlowExporter()
+    provider = TracerProvider()
+    # The SDK's default queue (2048 spans) and no timer-driven export: one drain of
+    # 150 requests (~3000 spans) is what overflowed it at gunicorn shutdown.
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=600_000))
+    inproc.app._spans.__init__(provider)
+    inproc.app._pipeline._thread = object()  # hold everything for one big drain, as at exit
+    for _ in range(150):
+        call(inproc.app, "/hello")
+    inproc.app.flush()
+    roots = [s for s in exporter.get_finished_spans() if s.kind.name == "SERVER"]
+    assert len(roots) == 150
+    assert len(exporter.get_finished_spans()) == sum(
+        r.attributes["flowtrace.span_count"] for r in roots
+    )
+    provider.shutdown()
