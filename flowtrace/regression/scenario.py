@@ -1,0 +1,191 @@
+"""The scenario file: which requests to replay, how often, and compare thresholds.
+
+TOML (always) or YAML (when PyYAML is installed), for example::
+
+    [scenario]
+    django_settings = "mysite.settings"   # default: $DJANGO_SETTINGS_MODULE
+    setup = "mysite.bench:load_fixtures"  # optional callable, run once
+    warmup = 3                            # untimed rounds
+    rounds = 20                           # timed rounds, interleaved
+
+    [compare]
+    rel = 0.10      # minimum relative change to flag
+    abs_ms = 0.05   # ... and minimum absolute change
+
+    [[compare.override]]
+    route = "GET /search"   # fnmatch patterns
+    stage = "view"
+    rel = 0.25
+
+    [[request]]
+    path = "/orders/1/"
+    repeat = 5     # per round
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from flowtrace.regression import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    method: str
+    path: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    repeat: int = 1
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a change is big enough to matter: both relative and absolute."""
+
+    rel: float = 0.10
+    abs_ms: float = 0.05
+    overrides: tuple[dict[str, Any], ...] = ()
+
+    def for_metric(self, route: str, stage: str) -> tuple[float, float]:
+        rel, abs_ms = self.rel, self.abs_ms
+        for rule in self.overrides:
+            if fnmatch.fnmatchcase(route, rule.get("route", "*")) and fnmatch.fnmatchcase(
+                stage, rule.get("stage", "*")
+            ):
+                rel = float(rule.get("rel", rel))
+                abs_ms = float(rule.get("abs_ms", abs_ms))
+        return rel, abs_ms
+
+    def as_json(self) -> dict[str, Any]:
+        return {"rel": self.rel, "abs_ms": self.abs_ms, "overrides": list(self.overrides)}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: str
+    requests: tuple[RequestSpec, ...]
+    django_settings: str | None = None
+    application: str | None = None
+    setup: str | None = None
+    warmup: int = 3
+    rounds: int = 20
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+def _read(path: Path) -> Mapping[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise InputError(f"{path}: YAML scenarios need PyYAML (pip install pyyaml)") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{path}: not valid TOML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise InputError(f"{path}: expected a table at the top level")
+    return data
+
+
+def _int(where: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{where} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def _number(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InputError(f"{where} must be a number >= 0, not {value!r}")
+    return float(value)
+
+
+def _request(where: str, raw: Any) -> RequestSpec:
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{where} must be a table")
+    path = raw.get("path")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InputError(f"{where}.path must be a string starting with '/', not {path!r}")
+    method = str(raw.get("method", "GET")).upper()
+    if method not in _METHODS:
+        raise InputError(f"{where}.method {method!r} is not one of {sorted(_METHODS)}")
+    headers = raw.get("headers", {})
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise InputError(f"{where}.headers must map header names to strings")
+    body = raw.get("body", "")
+    if not isinstance(body, str):
+        raise InputError(f"{where}.body must be a string")
+    repeat = _int(f"{where}.repeat", raw.get("repeat", 1), 1)
+    return RequestSpec(method, path, tuple(headers.items()), body.encode(), repeat)
+
+
+def _thresholds(path: Path, raw: Any) -> Thresholds:
+    if raw is None:
+        return Thresholds()
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{path}: [compare] must be a table")
+    overrides = raw.get("override", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, Mapping) for o in overrides):
+        raise InputError(f"{path}: compare.override must be a list of tables")
+    for i, rule in enumerate(overrides):
+        for key in ("rel", "abs_ms"):
+            if key in rule:
+                _number(f"{path}: compare.override[{i}].{key}", rule[key])
+    return Thresholds(
+        _number(f"{path}: compare.rel", raw.get("rel", 0.10)),
+        _number(f"{path}: compare.abs_ms", raw.get("abs_ms", 0.05)),
+        tuple(dict(o) for o in overrides),
+    )
+
+
+def load(path_str: str) -> Scenario:
+    """Parse and validate a scenario file; InputError names the file and the problem."""
+    path = Path(path_str)
+    try:
+        data = _read(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    head = data.get("scenario", {})
+    if not isinstance(head, Mapping):
+        raise InputError(f"{path}: [scenario] must be a table")
+    raw_requests = data.get("request")
+    if not isinstance(raw_requests, list) or not raw_requests:
+        raise InputError(f"{path}: needs at least one [[request]]")
+    requests = tuple(_request(f"{path}: request[{i}]", r) for i, r in enumerate(raw_requests))
+    strings = {}
+    for key in ("django_settings", "application", "setup"):
+        value = head.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"{path}: scenario.{key} must be a string")
+        strings[key] = value
+    return Scenario(
+        path=str(path),
+        requests=requests,
+        warmup=_int(f"{path}: scenario.warmup", head.get("warmup", 3), 0),
+        rounds=_int(f"{path}: scenario.rounds", head.get("rounds", 20), 2),
+        thresholds=_thresholds(path, data.get("compare")),
+        **strings,
+    )
+
+
+def with_rounds(scenario: Scenario, rounds: int) -> Scenario:
+    return replace(scenario, rounds=_int("--rounds", rounds, 2))
