@@ -7,6 +7,7 @@ never a traceback; a regression found by ``compare`` is exit status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +46,11 @@ def _bench(args: argparse.Namespace) -> int:
         result = bench.run_against(args.url, spec, progress)
     else:
         result = bench.run_processes(spec, args.processes, progress)
+    if args.append and os.path.exists(args.output):
+        previous = results.load(args.output)
+        if previous.get("scenario") != result["scenario"]:
+            raise InputError(f"{args.output}: recorded from another scenario; cannot --append")
+        result = bench.merge(previous, result)
     results.save(result, args.output)
     routes = result["routes"]
     print(f"flowtrace bench: {len(routes)} route(s), "
@@ -79,8 +85,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _step_summary() -> str | None:
-    import os
-
     return os.environ.get("GITHUB_STEP_SUMMARY")
 
 
@@ -100,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, help="override the scenario's timed rounds")
     bench.add_argument("--processes", type=int, default=3,
                        help="fresh processes to split the rounds over (default 3)")  # fmt: skip
+    bench.add_argument("--append", action="store_true",
+                       help="add to the samples in --output (alternate sides in CI)")  # fmt: skip
     bench.add_argument("--url", help="run against a server (client-side timings only)")
     bench.set_defaults(func=_bench)
     cmp = commands.add_parser("compare", help="compare two bench results; exit 1 on regression")

@@ -27,6 +27,8 @@ from flowtrace.demo.setup_db import prepare  # noqa: E402
 from tests.otlp_receiver import Receiver, running_receiver  # noqa: E402
 from tests.servers import GunicornServer, gunicorn, otel_env  # noqa: E402
 
+pytest_plugins = ("pytester",)
+
 prepare()
 
 

@@ -1,0 +1,201 @@
+"""flowtrace bench / compare: statistics, verdicts, the CLI on the demo, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from flowtrace.regression import InputError
+from flowtrace.regression.compare import IMPROVED, REGRESSED, UNCHANGED, compare
+from flowtrace.regression.results import SCHEMA, VERSION
+from flowtrace.regression.scenario import Thresholds
+from flowtrace.regression.stats import hodges_lehmann
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_SCENARIO = ROOT / "flowtrace" / "demo" / "bench.toml"
+
+
+def _noisy(center: float, n: int = 100, seed: int = 1) -> list[float]:
+    rng = random.Random(seed)
+    return [center * (1 + abs(rng.gauss(0, 0.05))) for _ in range(n)]
+
+
+def _result(view_ms: float, queries: int = 2, seed: int = 1, route: str = "GET /x") -> Any:
+    view = _noisy(view_ms * 1e6, seed=seed)
+    return {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "environment": {"python": "3.11"},
+        "routes": {
+            route: {
+                "timings_ns": {"request": [v + 300_000 for v in view], "view": view},
+                "counts": {"queries": [queries] * len(view)},
+            }
+        },
+    }
+
+
+def _verdicts(base: dict[str, Any], cur: dict[str, Any]) -> dict[str, str]:
+    comparison = compare(base, cur, ("base", "cur"), Thresholds())
+    return {row.metric: row.verdict for row in comparison.rows}
+
+
+def test_hodges_lehmann_estimates_a_known_shift_and_covers_it() -> None:
+    base = _noisy(1000.0, seed=1)
+    shift, low, high = hodges_lehmann(base, [v + 200 for v in _noisy(1000.0, seed=2)])
+    assert 150 < shift < 250
+    assert low < 200 < high
+    same, low, high = hodges_lehmann(base, _noisy(1000.0, seed=3))
+    assert low < 0 < high and abs(same) < 30
+
+
+def test_a_slower_view_and_an_extra_query_are_flagged_and_noise_is_not() -> None:
+    base = _result(2.0, seed=1)
+    assert _verdicts(base, _result(2.4, seed=2))["view"] == REGRESSED
+    assert _verdicts(base, _result(1.6, seed=2))["view"] == IMPROVED
+    assert set(_verdicts(base, _result(2.0, seed=2)).values()) == {UNCHANGED}
+    assert _verdicts(base, _result(2.0, queries=3, seed=2))["queries"] == REGRESSED
+    # 4 % slower is significant with 100 samples, but below the 10 % minimum effect
+    assert _verdicts(base, _result(2.08, seed=2))["view"] == UNCHANGED
+
+
+def test_per_route_thresholds_override_the_defaults() -> None:
+    loose = Thresholds(overrides=({"route": "GET /x", "stage": "view", "rel": 0.5},))
+    comparison = compare(_result(2.0), _result(2.4, seed=2), ("b", "c"), loose)
+    verdicts = {row.metric: row.verdict for row in comparison.rows}
+    assert verdicts["view"] == UNCHANGED and verdicts["request"] == REGRESSED
+
+
+def test_machine_speed_drift_is_divided_out() -> None:
+    base, cur = _result(2.0), _result(2.6, seed=2)  # everything 30 % slower...
+    base["calibration_ns"] = [100_000] * 10
+    cur["calibration_ns"] = [130_000] * 10  # ... because the machine was
+    comparison = compare(base, cur, ("b", "c"), Thresholds())
+    assert comparison.speed_factor == pytest.approx(1.3)
+    assert {row.metric: row.verdict for row in comparison.rows}["view"] == UNCHANGED
+    raw = compare(base, cur, ("b", "c"), Thresholds(), normalise=False)
+    assert {row.metric: row.verdict for row in raw.rows}["view"] == REGRESSED
+
+
+def test_a_route_on_one_side_only_is_an_error_unless_allowed() -> None:
+    with pytest.raises(InputError, match="route .GET /x. is only in baseline"):
+        compare(_result(2.0), _result(2.0, route="GET /y"), ("b", "c"), Thresholds())
+    comparison = compare(_result(2.0), _result(2.0, route="GET /y"), ("b", "c"), Thresholds(),
+                         allow_missing=True)  # fmt: skip
+    assert {row.verdict for row in comparison.rows} == {"only in baseline", "only in current"}
+
+
+def _flowtrace(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
+    return subprocess.run([sys.executable, "-m", "flowtrace.cli", *args], cwd=cwd,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real bench of the demo project (2 processes, 4 rounds)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    env = {"FLOWTRACE_DEMO_DB": str(tmp / "demo.sqlite3")}
+    done = _flowtrace("bench", str(DEMO_SCENARIO), "-o", "base.json", "--rounds", "4",
+                      "--processes", "2", cwd=tmp, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "6 route(s), 120 timed requests" in done.stdout
+    return tmp
+
+
+def test_bench_records_every_route_with_stages_counts_and_fingerprint(demo_results: Path) -> None:
+    result = json.loads((demo_results / "base.json").read_text())
+    assert result["schema"] == SCHEMA and result["version"] == VERSION
+    assert result["environment"]["python"] and result["environment"]["flowtrace"]
+    assert result["processes"] == 2 and len(result["calibration_ns"]) >= 8
+    routes = result["routes"]
+    assert set(routes) == {"GET /hello", "GET /db", "GET /items/<int:pk>/", "GET /stream",
+                           "GET /deferred", "GET /cached"}  # fmt: skip
+    db = routes["GET /db"]
+    assert len(db["timings_ns"]["request"]) == 20  # 4 rounds x 5 repeats
+    assert {"view", "db", "template", "middleware", "cpu"} <= set(db["timings_ns"])
+    assert set(db["counts"]["queries"]) == {2} and set(db["counts"]["templates"]) == {1}
+    assert set(routes["GET /cached"]["counts"]["cache_calls"]) == {1}
+    assert set(routes["GET /stream"]["bytes"]) == {50 * 1024}
+    # stages tile the request: exclusive times add up to the whole
+    for i, total in enumerate(db["timings_ns"]["request"]):
+        parts = sum(v[i] for k, v in db["timings_ns"].items() if k not in ("request", "cpu"))
+        assert parts == total
+
+
+def test_compare_cli_outputs_and_exit_status(demo_results: Path) -> None:
+    same = _flowtrace("compare", "base.json", "base.json", cwd=demo_results)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "no regression" in same.stdout
+    current = json.loads((demo_results / "base.json").read_text())
+    current["routes"]["GET /db"]["counts"]["queries"] = [3] * 20  # one more query
+    (demo_results / "current.json").write_text(json.dumps(current))
+    done = _flowtrace("compare", "base.json", "current.json", "--markdown", "out.md",
+                      "--json", "out.json", "--junit", "out.xml", cwd=demo_results)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "GET /db" in done.stdout and "queries" in done.stdout and "regressed" in done.stdout
+    markdown = (demo_results / "out.md").read_text()
+    assert markdown.startswith("### ❌ flowtrace: 1 regression(s)")
+    assert "| `GET /db` | queries | 2 | 3 | +1 |" in markdown
+    assert json.loads((demo_results / "out.json").read_text())["regressed"] == 1
+    suite = ET.parse(demo_results / "out.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "1"
+    failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert failed == ["queries"]
+
+
+BAD_SCENARIOS = {
+    "not toml": ("[scenario\n", "not valid TOML"),
+    "no request": ("[scenario]\nrounds = 3\n", "needs at least one [[request]]"),
+    "bad method": ('[[request]]\npath = "/x"\nmethod = "FETCH"\n', "method 'FETCH'"),
+    "bad path": ('[[request]]\npath = "x"\n', "path must be a string starting with '/'"),
+    "bad rounds": ('[scenario]\nrounds = "many"\n[[request]]\npath = "/x"\n', "rounds must"),
+    "bad setup": ('[scenario]\ndjango_settings = "flowtrace.demo.settings"\n'
+                  'setup = "no.such:thing"\n[[request]]\npath = "/x"\n', "cannot import"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SCENARIOS))
+def test_bad_scenarios_are_one_line_errors_with_status_2(case: str, tmp_path: Path) -> None:
+    text, message = BAD_SCENARIOS[case]
+    (tmp_path / "s.toml").write_text(text)
+    done = _flowtrace("bench", "s.toml", "--processes", "1", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("flowtrace bench: error: ") and message in done.stderr
+    assert "s.toml" in done.stderr or "cannot import" in done.stderr
+
+
+def _bad_results(tmp: Path) -> dict[str, tuple[str, str]]:
+    good = _result(2.0)
+    return {
+        "not json": ("{", "not a JSON file"),
+        "other schema": (json.dumps({"schema": "x"}), "not a flowtrace bench result"),
+        "version": (json.dumps({**good, "version": 99}), "schema version 99"),
+        "empty samples": (
+            json.dumps({**good, "routes": {"GET /x": {"timings_ns": {"request": []}}}}),
+            "empty or missing samples",
+        ),  # fmt: skip
+        "no routes": (json.dumps({**good, "routes": {}}), "no routes recorded"),
+        "other route": (json.dumps(_result(2.0, route="GET /y")), "is only in"),
+    }
+
+
+def test_bad_result_files_are_one_line_errors_with_status_2(tmp_path: Path) -> None:
+    (tmp_path / "good.json").write_text(json.dumps(_result(2.0)))
+    for name, (text, message) in _bad_results(tmp_path).items():
+        (tmp_path / "bad.json").write_text(text)
+        done = _flowtrace("compare", "good.json", "bad.json", cwd=tmp_path)
+        assert done.returncode == 2, name
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, name
+        assert ".json: " in done.stderr and message in done.stderr, (name, done.stderr)
+    missing = _flowtrace("compare", "good.json", "missing.json", cwd=tmp_path)
+    assert missing.returncode == 2 and "missing.json: cannot read" in missing.stderr
