@@ -2,15 +2,13 @@
 
     python benchmarks/regression_power.py [--runs 20]
 
-Each run benches the power project (``benchmarks/power/``, a ~2 ms view)
-four times with ``flowtrace bench`` defaults, then compares:
+Each run makes three paired benches of the power project (``benchmarks/power/``,
+a ~2 ms view) with ``flowtrace bench --baseline-output`` defaults, the way
+docs/ci.md recommends for CI, and compares each pair with default thresholds:
 
 - A/A: unchanged code against itself; any flagged metric is a false alarm;
-- +20 % view: the view's CPU work × 1.2; must flag the view stage;
+- +20 % view: the view's CPU work x 1.2; must flag the view stage;
 - +1 query: one more query; must flag the ``queries`` count.
-
-Each run alternates which side is measured first, so machine drift between
-the two benches cannot favour either verdict.
 """
 
 from __future__ import annotations
@@ -26,14 +24,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent / "power"
 ROUTE = "GET /work/<int:pk>/"
-ALTERNATIONS = 3
-ALTERNATE = ("--append", "--processes", "1", "--rounds", "7")
+WORK, QUERIES = "FLOWTRACE_POWER_WORK", "FLOWTRACE_POWER_EXTRA_QUERIES"
 
 
-def bench(out: Path, db: Path, *extra: str, **env: str) -> None:
-    cmd = [sys.executable, "-m", "flowtrace.cli", "bench", "scenario.toml", "-o", str(out), *extra]
-    full = {**os.environ, "FLOWTRACE_DEMO_DB": str(db), **env}
-    subprocess.run(cmd, cwd=HERE, env=full, check=True, stdout=subprocess.DEVNULL)
+def paired_bench(base: Path, current: Path, db: Path, name: str, value: str, baseline: str) -> None:
+    """Baseline with ``name=baseline``, current with ``name=value``, alternating rounds."""
+    cmd = [sys.executable, "-m", "flowtrace.cli", "bench", "scenario.toml", "-o", str(current),
+           "--baseline-output", str(base), "--baseline-env", f"{name}={baseline}"]  # fmt: skip
+    env = {**os.environ, "FLOWTRACE_DEMO_DB": str(db), name: value}
+    subprocess.run(cmd, cwd=HERE, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 def compare(baseline: Path, current: Path, out: Path) -> dict[str, object]:
@@ -69,20 +68,15 @@ def main() -> int:
         d = Path(tmp)
         db = d / "power.sqlite3"
         for run in range(args.runs):
-            sides = {"base": {}, "again": {}, "slow": {"FLOWTRACE_POWER_WORK": "1.2"},
-                     "query": {"FLOWTRACE_POWER_EXTRA_QUERIES": "1"}}  # fmt: skip
-            order = list(sides) if run % 2 == 0 else list(reversed(sides))
             t0 = time.monotonic()
-            for name in order:
-                (d / f"{name}.json").unlink(missing_ok=True)
-            for _ in range(ALTERNATIONS):  # as docs/ci.md recommends: A B A B A B
-                for name in order:
-                    bench(d / f"{name}.json", db, *ALTERNATE, **sides[name])
-            seconds = (time.monotonic() - t0) / len(order)  # per side
-            aa_result = compare(d / "base.json", d / "again.json", d / "aa.json")
-            slow_result = compare(d / "base.json", d / "slow.json", d / "slow-cmp.json")
+            paired_bench(d / "a1.json", d / "a2.json", db, WORK, "1.0", "1.0")
+            paired_bench(d / "b1.json", d / "b2.json", db, WORK, "1.2", "1.0")
+            paired_bench(d / "c1.json", d / "c2.json", db, QUERIES, "1", "0")
+            seconds = (time.monotonic() - t0) / 3
+            aa_result = compare(d / "a1.json", d / "a2.json", d / "aa.json")
+            slow_result = compare(d / "b1.json", d / "b2.json", d / "slow-cmp.json")
             aa, slow = flagged(aa_result), flagged(slow_result)
-            query = flagged(compare(d / "base.json", d / "query.json", d / "query-cmp.json"))
+            query = flagged(compare(d / "c1.json", d / "c2.json", d / "query-cmp.json"))
             false_alarms += bool(aa)
             view_caught += (ROUTE, "view", "regressed") in slow
             query_caught += (ROUTE, "queries", "regressed") in query
@@ -90,7 +84,7 @@ def main() -> int:
                   f"(view {view_change(aa_result)}); "
                   f"+20 % view caught: {(ROUTE, 'view', 'regressed') in slow} "
                   f"(view {view_change(slow_result)}); +1 query caught: "
-                  f"{(ROUTE, 'queries', 'regressed') in query}; {seconds:.1f} s per side",
+                  f"{(ROUTE, 'queries', 'regressed') in query}; {seconds:.1f} s per paired bench",
                   flush=True)  # fmt: skip
     n = args.runs
     print(f"\nA/A runs with no flag:     {n - false_alarms}/{n}")

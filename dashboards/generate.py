@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from flowtrace import semconv as sc
+
 PROM = {"type": "prometheus", "uid": "${datasource}"}
 TEMPO = {"type": "tempo", "uid": "${tempo}"}
 JAEGER = {"type": "jaeger", "uid": "${jaeger}"}
@@ -24,12 +26,8 @@ FIVE_XX = 'http_response_status_code=~"5.."'
 QUEUE = 'flowtrace_stage="queue"'
 STREAMING = 'flowtrace_stage="streaming"'
 
-# A stable colour per stage, shared with `flowtrace report` (Okabe-Ito based, colour-blind safe).
-STAGE_COLOURS = {
-    "queue": "#999999", "setup": "#E69F00", "middleware": "#56B4E9",
-    "url_resolution": "#009E73", "view": "#0072B2", "db": "#D55E00",
-    "template": "#CC79A7", "cache": "#F0E442", "streaming": "#000000", "close": "#8C564B",
-}  # fmt: skip
+# A stable colour per stage, shared with `flowtrace report`.
+STAGE_COLOURS = sc.STAGE_COLOURS
 
 
 def _rate(metric: str, extra: str = "", window: str = RI) -> str:

@@ -1,4 +1,4 @@
-"""The ``flowtrace`` command: ``demo``, ``summary``, ``bench`` and ``compare``.
+"""The ``flowtrace`` command: ``demo``, ``report``, ``bench`` and ``compare``.
 
 Bad input (a scenario or result file) is one line on stderr and exit status 2,
 never a traceback; a regression found by ``compare`` is exit status 1.
@@ -10,22 +10,24 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from flowtrace.regression import InputError
 
 
-def _summary(args: argparse.Namespace) -> int:
-    from flowtrace.summary import render, summarise
+def _report(args: argparse.Namespace) -> int:
+    from flowtrace import report
+    from flowtrace.report import html, terminal
 
-    for path in args.files:
+    inputs = report.load(args.files, args.progress or sys.stderr.isatty())
+    terminal.render(inputs, sys.stdout)
+    if args.html:
         try:
-            with open(path, encoding="utf-8") as handle:
-                routes = summarise(handle)
-        except (OSError, ValueError) as exc:
-            print(f"flowtrace summary: {path}: {exc}", file=sys.stderr)
-            return 2
-        print(f"== {path}")
-        render(routes, sys.stdout)
+            with open(args.html, "w", encoding="utf-8") as handle:
+                handle.write(html.render(inputs))
+        except OSError as exc:
+            raise InputError(f"{args.html}: cannot write: {exc.strerror}") from None
+        print(f"\nHTML report: {os.path.abspath(args.html)}")
     return 0
 
 
@@ -36,27 +38,50 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from flowtrace.regression import bench, results, scenario
+    from flowtrace.regression import bench, remote, results, scenario, workers
 
     spec = scenario.load(args.scenario)
     if args.rounds is not None:
         spec = scenario.with_rounds(spec, args.rounds)
     progress = bench.progress_stream()
+    outputs = [args.output]
     if args.url:
-        result = bench.run_against(args.url, spec, progress)
+        produced = [remote.run_against(args.url, spec, progress)]
     else:
-        result = bench.run_processes(spec, args.processes, progress)
-    if args.append and os.path.exists(args.output):
-        previous = results.load(args.output)
-        if previous.get("scenario") != result["scenario"]:
-            raise InputError(f"{args.output}: recorded from another scenario; cannot --append")
-        result = bench.merge(previous, result)
-    results.save(result, args.output)
-    routes = result["routes"]
-    print(f"flowtrace bench: {len(routes)} route(s), "
-          f"{sum(len(r['timings_ns']['request']) for r in routes.values())} timed requests "
-          f"-> {args.output}")  # fmt: skip
+        sides = [workers.Side(spec)]
+        if args.baseline_output:
+            sides.insert(0, _baseline_side(args, spec))
+            outputs.insert(0, args.baseline_output)
+        produced = workers.run(sides, args.processes, progress)
+    for path, result in zip(outputs, produced, strict=True):
+        if args.append and os.path.exists(path):
+            previous = results.load(path)
+            if previous.get("scenario") != result["scenario"]:
+                raise InputError(f"{path}: recorded from another scenario; cannot --append")
+            result = bench.merge(previous, result)
+        results.save(result, path)
+        routes = result["routes"]
+        timed = sum(len(r["timings_ns"]["request"]) for r in routes.values())
+        print(f"flowtrace bench: {len(routes)} route(s), {timed} timed requests -> {path}")
     return 0
+
+
+def _baseline_side(args: argparse.Namespace, spec: Any) -> Any:
+    """The other side of a paired bench: another checkout and/or environment."""
+    from flowtrace.regression import scenario, workers
+
+    env = {}
+    for item in args.baseline_env or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"--baseline-env {item!r}: expected NAME=VALUE")
+        env[name] = value
+    if args.baseline_dir is None:
+        return workers.Side(spec, None, env)
+    directory = os.path.abspath(args.baseline_dir)
+    other = scenario.load(os.path.join(directory, args.scenario))
+    other = scenario.with_rounds(other, spec.rounds)
+    return workers.Side(other, directory, env)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -95,15 +120,25 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="demo-output", help="directory for the span file")
     demo.add_argument("--requests", type=int, default=20, help="requests per route")
     demo.set_defaults(func=_demo)
-    summary = commands.add_parser("summary", help="per-route, per-stage summary of span files")
-    summary.add_argument("files", nargs="+", help="OTLP-JSON span files")
-    summary.set_defaults(func=_summary)
+    report = commands.add_parser(
+        "report", aliases=["summary"], help="per-route, per-stage report of span/bench files"
+    )
+    report.add_argument("files", nargs="+", help="OTLP-JSON span files, bench result files")
+    report.add_argument("--html", metavar="OUT", help="write a self-contained HTML report")
+    report.add_argument("--progress", action="store_true", help="progress bar even off a tty")
+    report.set_defaults(func=_report)
     bench = commands.add_parser("bench", help="replay a scenario, record stage timings and counts")
     bench.add_argument("scenario", help="scenario file (TOML, or YAML with PyYAML)")
     bench.add_argument("-o", "--output", default="flowtrace-bench.json", help="result file")
     bench.add_argument("--rounds", type=int, help="override the scenario's timed rounds")
     bench.add_argument("--processes", type=int, default=3,
                        help="fresh processes to split the rounds over (default 3)")  # fmt: skip
+    bench.add_argument("--baseline-output", metavar="FILE",
+                       help="paired mode: also measure a baseline, alternating rounds")  # fmt: skip
+    bench.add_argument("--baseline-dir", metavar="DIR",
+                       help="paired mode: the baseline checkout")  # fmt: skip
+    bench.add_argument("--baseline-env", metavar="NAME=VALUE", action="append",
+                       help="paired mode: baseline environment (repeatable)")  # fmt: skip
     bench.add_argument("--append", action="store_true",
                        help="add to the samples in --output (alternate sides in CI)")  # fmt: skip
     bench.add_argument("--url", help="run against a server (client-side timings only)")

@@ -4,7 +4,7 @@ This is the "no collector needed" default of ``make demo`` and
 ``flowtrace demo``: each export call writes one ``ExportTraceServiceRequest``
 as a JSON line, in the OTLP/JSON encoding (hex ids, integer enums), which the
 OpenTelemetry Collector's ``otlpjsonfile`` receiver can also read, and which
-``flowtrace summary`` reads back.
+``flowtrace report`` reads back.
 """
 
 from __future__ import annotations

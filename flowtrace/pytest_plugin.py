@@ -20,9 +20,12 @@ import os
 import re
 from pathlib import Path
 from statistics import median, median_low
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from flowtrace.regression.replay import Sample
 
 _MODES = ("once", "none", "all")
 _COUNTS = ("queries", "templates", "cache_calls")
@@ -43,14 +46,16 @@ def _duration_ns(name: str, limit: Any) -> float:
 class Profile:
     """What flowtrace recorded for one request (medians when repeated)."""
 
-    def __init__(self, method: str, path: str, samples: list[Any]) -> None:
+    def __init__(self, method: str, path: str, samples: list[Sample]) -> None:
         last = samples[-1]
         self.method, self.path = method, path
         self.route: str = last.route
         self.status: int = last.status
         self.duration_ns = median(s.wall_ns for s in samples)
         stages = {stage for s in samples for stage in s.stages}
-        self.stages_ns = {st: median(s.stages.get(st, 0) for s in samples) for st in stages}
+        self.stages_ns: dict[str, float] = {
+            st: median(s.stages.get(st, 0) for s in samples) for st in stages
+        }
         self.queries: int = median_low(s.queries for s in samples)
         self.templates: int = median_low(s.templates for s in samples)
         self.cache_calls: int = median_low(s.cache_calls for s in samples)

@@ -34,6 +34,21 @@ STAGES: Final = (
     CLOSE,
 )
 
+#: A stable colour per stage, shared by the Grafana dashboard and ``flowtrace
+#: report`` (Okabe-Ito based, colour-blind safe).
+STAGE_COLOURS: Final = {
+    QUEUE: "#999999",
+    SETUP: "#E69F00",
+    MIDDLEWARE: "#56B4E9",
+    URL_RESOLUTION: "#009E73",
+    VIEW: "#0072B2",
+    DB: "#D55E00",
+    TEMPLATE: "#CC79A7",
+    CACHE: "#F0E442",
+    STREAMING: "#000000",
+    CLOSE: "#8C564B",
+}
+
 # --- flowtrace attribute keys ---------------------------------------------
 ATTR_STAGE: Final = "flowtrace.stage"
 ATTR_MIDDLEWARE: Final = "flowtrace.middleware"

@@ -116,6 +116,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         from tests.test_dashboard_live import SERIES
     except ImportError:
         SERIES = []
+    from tests.test_report import REPORT_FIGURES
+
+    if REPORT_FIGURES:
+        terminalreporter.section("flowtrace report: 100 MB span file")
+        terminalreporter.write_line(
+            f"{REPORT_FIGURES['copies']} copies of the recorded run; peak RSS "
+            f"{REPORT_FIGURES['small_rss_kb'] / 1024:.0f} MiB for the small file, "
+            f"{REPORT_FIGURES['big_rss_kb'] / 1024:.0f} MiB for 100 MB"
+        )
     if SERIES:
         terminalreporter.section("dashboard queries against a live Prometheus")
         for title, ref, count in SERIES:

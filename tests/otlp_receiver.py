@@ -79,6 +79,10 @@ class Receiver:
         self.metric_requests: list[ExportMetricsServiceRequest] = []
         self.raw: list[bytes] = []
         self.status = 200  # tests may make the receiver fail
+        self.delay = 0.0  # seconds before answering (a slow collector)
+        self.blackhole = False  # read the request, never answer (until shutdown)
+        self.released = threading.Event()
+        self.requests = 0
         self._cond = threading.Condition()
         self.endpoint = ""
 
@@ -168,6 +172,12 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             receiver.raw.append(body)
+            receiver.requests += 1
+            if receiver.blackhole:
+                receiver.released.wait(60)
+                return
+            if receiver.delay:
+                receiver.released.wait(receiver.delay)
             if receiver.status != 200:
                 self.send_response(receiver.status)
                 self.end_headers()
@@ -195,9 +205,11 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running_receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
+def running_receiver(port: int = 0, receiver: Receiver | None = None) -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1 (``port`` to restart one where it was)."""
+    receiver = receiver or Receiver()
+    receiver.released.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(receiver))
     server.daemon_threads = True
     receiver.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -205,6 +217,7 @@ def running_receiver() -> Iterator[Receiver]:
     try:
         yield receiver
     finally:
+        receiver.released.set()  # let black-holed requests end
         server.shutdown()
         server.server_close()
         thread.join(5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,32 @@ def test_bad_result_files_are_one_line_errors_with_status_2(tmp_path: Path) -> N
         assert ".json: " in done.stderr and message in done.stderr, (name, done.stderr)
     missing = _flowtrace("compare", "good.json", "missing.json", cwd=tmp_path)
     assert missing.returncode == 2 and "missing.json: cannot read" in missing.stderr
+
+
+def test_paired_bench_measures_both_sides_together_and_catches_a_slower_view(
+    tmp_path: Path,
+) -> None:
+    """--baseline-output: baseline (env) and current alternate rounds; no normalisation."""
+    power = ROOT / "benchmarks" / "power"
+    env = {"FLOWTRACE_DEMO_DB": str(tmp_path / "power.sqlite3"), "FLOWTRACE_POWER_WORK": "2.0"}
+    done = _flowtrace("bench", "scenario.toml", "-o", str(tmp_path / "cur.json"),
+                      "--baseline-output", str(tmp_path / "base.json"),
+                      "--baseline-env", "FLOWTRACE_POWER_WORK=1.0", "--rounds", "6",
+                      "--processes", "2", cwd=power, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    base = json.loads((tmp_path / "base.json").read_text())
+    cur = json.loads((tmp_path / "cur.json").read_text())
+    assert base["pair_id"] == cur["pair_id"] and base["processes"] == 2
+    assert len(cur["routes"]["GET /work/<int:pk>/"]["timings_ns"]["view"]) == 30
+    cmp = _flowtrace("compare", str(tmp_path / "base.json"), str(tmp_path / "cur.json"),
+                     cwd=tmp_path)  # fmt: skip
+    assert cmp.returncode == 1, cmp.stdout
+    assert "paired run" in cmp.stdout and "machine speed" not in cmp.stdout
+    assert re.search(r"GET /work/<int:pk>/ +view .*\+(9\d|1\d\d)\.\d%\)", cmp.stdout), cmp.stdout
+
+
+def test_paired_bench_rejects_a_malformed_baseline_env(tmp_path: Path) -> None:
+    done = _flowtrace("bench", str(DEMO_SCENARIO), "--baseline-output", "b.json",
+                      "--baseline-env", "NOEQUALS", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == "flowtrace bench: error: --baseline-env 'NOEQUALS': expected NAME=VALUE\n"

@@ -1,7 +1,8 @@
 """``flowtrace demo``: the demo app under gunicorn, a request mix, a summary.
 
 No collector or Docker needed: spans go to a local OTLP-JSON file (which the
-Collector's ``otlpjsonfile`` receiver could also read), summarised at the end.
+Collector's ``otlpjsonfile`` receiver could also read), summarised at the end
+and written as a self-contained HTML report.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ def _get(port: int, path: str) -> int:
 
 
 def run_demo(output: str, per_route: int) -> int:
+    from flowtrace import report
     from flowtrace.demo.setup_db import prepare
-    from flowtrace.summary import render, summarise
+    from flowtrace.report import html, terminal
 
     out = Path(output).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +81,10 @@ def run_demo(output: str, per_route: int) -> int:
     finally:
         proc.send_signal(signal.SIGTERM)  # workers flush their spans on exit
         proc.wait(30)
-    with open(spans, encoding="utf-8") as handle:
-        render(summarise(handle), sys.stdout)
+    inputs = report.load([str(spans)], progress=False)
+    terminal.render(inputs, sys.stdout)
+    page = out / "report.html"
+    page.write_text(html.render(inputs, "flowtrace demo"), encoding="utf-8")
     print(f"\nspans (OTLP-JSON): {spans}")
+    print(f"HTML report (open it in a browser): {page}")
     return 0

@@ -10,6 +10,7 @@ templates, cache calls) are deterministic, so they are compared exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from statistics import median, median_low
 from typing import Any
@@ -48,6 +49,7 @@ class Comparison:
     rows: list[Row] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     speed_factor: float | None = None  # current/baseline machine speed, divided out
+    paired: bool = False  # both sides measured together (bench --baseline-output)
 
     @property
     def regressions(self) -> list[Row]:
@@ -64,6 +66,7 @@ class Comparison:
             "regressed": len(self.regressions),
             "improved": len(self.improvements),
             "speed_factor": self.speed_factor,
+            "paired": self.paired,
             "warnings": self.warnings,
             "rows": [asdict(row) | {"relative": row.relative} for row in self.rows],
         }
@@ -100,6 +103,26 @@ def speed_factor(baseline: dict[str, Any], current: dict[str, Any]) -> float | N
     return float(median(cur) / median(base))
 
 
+Scaler = Callable[[dict[str, Any], list[float]], list[float]]
+
+
+def _scaler(result: dict[str, Any], reference: float, fallback: float) -> Scaler:
+    """Divide each sample by the speed of the process (segment) that measured it.
+
+    One disturbed process then corrects itself, instead of skewing a whole side;
+    files without segments fall back to one factor for the whole side.
+    """
+    segments = result.get("segment_calibration_ns") or []
+
+    def scale(entry: dict[str, Any], values: list[float]) -> list[float]:
+        index = entry.get("segment")
+        if segments and index and len(index) == len(values):
+            return [v * reference / segments[i] for v, i in zip(values, index, strict=True)]
+        return [v * fallback for v in values]
+
+    return scale
+
+
 def compare(
     baseline: dict[str, Any],
     current: dict[str, Any],
@@ -114,9 +137,17 @@ def compare(
     factor of the machine between the two runs (see ``bench.calibration_ns``).
     """
     out = Comparison(*names)
-    factor = speed_factor(baseline, current) if normalise else None
+    out.paired = bool(baseline.get("pair_id")) and baseline.get("pair_id") == current.get("pair_id")
+    factor = speed_factor(baseline, current) if normalise and not out.paired else None
     out.speed_factor = factor
-    scale = 1 / factor if factor else 1.0
+    base_segments = baseline.get("segment_calibration_ns") or []
+    if factor and base_segments and current.get("segment_calibration_ns"):
+        reference = median(base_segments)
+        scale_base = _scaler(baseline, reference, 1.0)
+        scale_cur = _scaler(current, reference, 1 / factor)
+    else:
+        scale_base = _scaler({}, 1.0, 1.0)
+        scale_cur = _scaler({}, 1.0, 1 / factor if factor else 1.0)
     base_routes, cur_routes = baseline["routes"], current["routes"]
     for route in sorted(set(base_routes) ^ set(cur_routes)):
         side, name = (ONLY_BASELINE, names[0]) if route in base_routes else (ONLY_CURRENT, names[1])
@@ -133,8 +164,8 @@ def compare(
         b, c = base_routes[route], cur_routes[route]
         for metric in sorted(set(b["timings_ns"]) | set(c["timings_ns"]), key=_metric_order):
             rel, abs_ms = thresholds.for_metric(route, metric)
-            base_values = b["timings_ns"].get(metric) or [0]
-            cur_values = [v * scale for v in c["timings_ns"].get(metric) or [0]]
+            base_values = scale_base(b, b["timings_ns"].get(metric) or [0])
+            cur_values = scale_cur(c, c["timings_ns"].get(metric) or [0])
             out.rows.append(timing_row(route, metric, base_values, cur_values, rel, abs_ms))
         for metric in COUNTS:
             if metric in b.get("counts", {}) and metric in c.get("counts", {}):

@@ -57,6 +57,8 @@ def terminal(comparison: Comparison, out: TextIO, everything: bool = False) -> N
     """Aligned table; unchanged rows only with ``everything`` (they are most rows)."""
     rows = [r for r in comparison.rows if everything or r.verdict != UNCHANGED]
     out.write(f"baseline {comparison.baseline}  vs  current {comparison.current}\n")
+    if comparison.paired:
+        out.write("paired run: both sides were measured in alternating rounds\n")
     if comparison.speed_factor is not None:
         out.write(f"{_speed(comparison.speed_factor)}\n")
     for warning in comparison.warnings:

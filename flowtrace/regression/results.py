@@ -112,8 +112,9 @@ def load(path: str) -> dict[str, Any]:
             _numbers(f"{where} timing {name!r}", values)
         for name, values in entry.get("counts", {}).items():
             _numbers(f"{where} count {name!r}", values, integers=True)
-    if "calibration_ns" in data:
-        _numbers(f"{path}: calibration_ns", data["calibration_ns"])
+    for key in ("calibration_ns", "segment_calibration_ns"):
+        if data.get(key):
+            _numbers(f"{path}: {key}", data[key])
     if not isinstance(data.get("environment", {}), dict):
         raise InputError(f"{path}: environment must be an object")
     return data

@@ -1,0 +1,200 @@
+"""Stream an OTLP-JSON span file into per-route statistics, in bounded memory.
+
+The file is read line by line (one export batch per line). Spans are held
+per trace only until the trace is complete: flowtrace's root span carries
+``flowtrace.span_count``, so completeness is exact; traces that never
+complete are flushed when too many are open. Per route, latencies go into a
+log-bucketed histogram (1 % resolution, fixed size) and only the slowest
+few requests keep their spans, for the waterfalls. A 100 MB file therefore
+needs the same memory as a small one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import os
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowtrace import semconv as sc
+
+_SERVER = 2
+_MAX_OPEN_TRACES = 2000
+SLOWEST_PER_ROUTE = 3
+_GROWTH = math.log(1.01)  # bucket width: 1 %
+_FLOOR_NS = 1000  # 1 µs
+
+
+class LogHistogram:
+    """Counts in 1 %-wide buckets from 1 µs: bounded memory, percentiles to ~1 %."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = defaultdict(int)
+        self.total = 0
+
+    def add(self, ns: float) -> None:
+        self.counts[int(math.log(max(ns, _FLOOR_NS) / _FLOOR_NS) / _GROWTH)] += 1
+        self.total += 1
+
+    @staticmethod
+    def value(bucket: int) -> float:
+        return _FLOOR_NS * math.exp((bucket + 0.5) * _GROWTH)
+
+    def percentile(self, q: float) -> float:
+        rank = q * (self.total - 1)
+        seen = 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen > rank:
+                return self.value(bucket)
+        return 0.0
+
+
+@dataclass
+class Bar:
+    """One span of a waterfall, relative to the request's start."""
+
+    name: str
+    stage: str | None
+    offset_ns: int
+    duration_ns: int
+    self_ns: int
+    depth: int
+
+
+@dataclass(order=True)
+class Request:
+    duration_ns: int
+    trace_id: str = field(compare=False)
+    route: str = field(compare=False)
+    status: str = field(compare=False)
+    bars: list[Bar] = field(compare=False, default_factory=list)
+
+
+@dataclass
+class RouteStats:
+    latency: LogHistogram = field(default_factory=LogHistogram)
+    stage_ns: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    errors: int = 0
+    queries: int = 0
+    slowest: list[Request] = field(default_factory=list)  # a min-heap
+
+    @property
+    def count(self) -> int:
+        return self.latency.total
+
+
+def _value(any_value: dict[str, Any]) -> Any:
+    for key in ("stringValue", "boolValue", "doubleValue"):
+        if key in any_value:
+            return any_value[key]
+    if "intValue" in any_value:
+        return int(any_value["intValue"])
+    if "arrayValue" in any_value:
+        return [_value(v) for v in any_value["arrayValue"].get("values", [])]
+    return None
+
+
+def _spans(line: str) -> Iterator[dict[str, Any]]:
+    request = json.loads(line)
+    for resource_spans in request.get("resourceSpans", []):
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                span["attrs"] = {a["key"]: _value(a["value"]) for a in span.get("attributes", [])}
+                yield span
+
+
+def _bars(spans: list[dict[str, Any]], root: dict[str, Any]) -> tuple[list[Bar], dict[str, int]]:
+    """Waterfall rows (depth-first, by start) and the exclusive time per stage."""
+    children: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for span in spans:
+        if span is not root:
+            children[span.get("parentSpanId", "")].append(span)
+    origin = int(root["startTimeUnixNano"])
+    bars: list[Bar] = []
+    totals: dict[str, int] = defaultdict(int)
+    todo = [(root, 0)]
+    while todo:
+        span, depth = todo.pop()
+        start, end = int(span["startTimeUnixNano"]), int(span["endTimeUnixNano"])
+        kids = sorted(children.get(span["spanId"], []), key=lambda s: int(s["startTimeUnixNano"]))
+        own = (end - start) - sum(int(k["endTimeUnixNano"]) - int(k["startTimeUnixNano"])
+                                  for k in kids)  # fmt: skip
+        stage = span["attrs"].get(sc.ATTR_STAGE)
+        if stage:
+            totals[stage] += max(own, 0)
+        bars.append(Bar(span["name"], stage, start - origin, end - start, max(own, 0), depth))
+        todo.extend((kid, depth + 1) for kid in reversed(kids))
+    return bars, totals
+
+
+class SpanReport:
+    """Per-route statistics of every flowtrace request in one or more span files."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, RouteStats] = defaultdict(RouteStats)
+        self.spans = 0
+        self.incomplete = 0
+        self._open: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+
+    def read(self, path: str, progress: Callable[[int, int], None] | None = None) -> None:
+        """Stream one file; ``progress(bytes_read, size)`` is called now and then."""
+        size = os.path.getsize(path)
+        done = 0
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle):
+                done += len(line)
+                if line.strip():
+                    try:
+                        batch = list(_spans(line))
+                    except (ValueError, AttributeError, KeyError, TypeError) as exc:
+                        message = f"line {number + 1}: not an OTLP-JSON export ({exc})"
+                        raise ValueError(message) from None
+                    for span in batch:
+                        self._add(span)
+                if progress is not None and number % 200 == 0:
+                    progress(done, size)
+        while self._open:
+            self._finish(self._open.popitem(last=False)[1])
+        if progress is not None:
+            progress(size, size)
+
+    def _add(self, span: dict[str, Any]) -> None:
+        self.spans += 1
+        trace = self._open.setdefault(span["traceId"], [])
+        trace.append(span)
+        root = next((s for s in trace if s.get("kind") == _SERVER), None)
+        if root is not None and len(trace) >= int(root["attrs"].get(sc.ATTR_SPAN_COUNT, 0)):
+            self._finish(self._open.pop(span["traceId"]))
+        elif len(self._open) > _MAX_OPEN_TRACES:
+            self._finish(self._open.popitem(last=False)[1])
+
+    def _finish(self, spans: list[dict[str, Any]]) -> None:
+        root = next((s for s in spans if s.get("kind") == _SERVER), None)
+        if root is None:
+            self.incomplete += 1
+            return
+        attrs = root["attrs"]
+        stats = self.routes[root["name"]]
+        duration = int(root["endTimeUnixNano"]) - int(root["startTimeUnixNano"])
+        stats.latency.add(duration)
+        stats.queries += int(attrs.get(sc.ATTR_DB_QUERY_COUNT, 0) or 0)
+        status = str(attrs.get(sc.HTTP_STATUS, ""))
+        if status.startswith("5") or root.get("status", {}).get("code") == 2:
+            stats.errors += 1
+        slowest = stats.slowest
+        if len(slowest) < SLOWEST_PER_ROUTE or duration > slowest[0].duration_ns:
+            bars, totals = _bars(spans, root)
+            request = Request(duration, root["traceId"], root["name"], status, bars)
+            if len(slowest) < SLOWEST_PER_ROUTE:
+                heapq.heappush(slowest, request)
+            else:
+                heapq.heapreplace(slowest, request)
+        else:
+            totals = _bars(spans, root)[1]
+        for stage, ns in totals.items():
+            stats.stage_ns[stage] += ns

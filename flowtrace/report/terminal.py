@@ -1,0 +1,56 @@
+"""The terminal summary: per route, counts, percentiles, stage shares, slowest traces."""
+
+from __future__ import annotations
+
+from statistics import median
+from typing import Any, TextIO
+
+from flowtrace import semconv as sc
+from flowtrace.report import Inputs
+
+_BAR = 24
+
+
+def _stage_lines(stage_ns: dict[str, float], n: int, out: TextIO) -> None:
+    total = sum(stage_ns.values()) or 1
+    for stage in (*sc.STAGES, *sorted(set(stage_ns) - set(sc.STAGES))):
+        ns = stage_ns.get(stage)
+        if ns:
+            share = ns / total
+            bar = "#" * max(1, round(share * _BAR))
+            out.write(f"  {stage:15} {ns / n / 1e6:9.3f} ms  {share:6.1%}  {bar}\n")
+
+
+def render_spans(inputs: Inputs, out: TextIO) -> None:
+    report = inputs.spans
+    routes = sorted(report.routes.items(), key=lambda kv: -kv[1].count)
+    if not routes:
+        out.write("No flowtrace requests found.\n")
+        return
+    for name, stats in routes:
+        n = stats.count
+        errors = f"  errors {stats.errors}" if stats.errors else ""
+        out.write(f"\n{name}  n={n}  p50 {stats.latency.percentile(0.5) / 1e6:.2f} ms  "
+                  f"p95 {stats.latency.percentile(0.95) / 1e6:.2f} ms  "
+                  f"queries/req {stats.queries / n:.1f}{errors}\n")  # fmt: skip
+        _stage_lines(dict(stats.stage_ns), n, out)
+        for request in sorted(stats.slowest, reverse=True):
+            out.write(f"  slow: {request.duration_ns / 1e6:8.2f} ms  trace {request.trace_id}\n")
+
+
+def render_bench(path: str, result: dict[str, Any], out: TextIO) -> None:
+    out.write(f"\n== bench {path} ({result.get('created', '?')})\n")
+    for route, entry in sorted(result["routes"].items()):
+        timings = entry["timings_ns"]
+        n = len(timings["request"])
+        out.write(f"\n{route}  n={n}  median {median(timings['request']) / 1e6:.3f} ms\n")
+        stages = {k: median(v) * n for k, v in timings.items() if k not in ("request", "cpu")}
+        _stage_lines(stages, n, out)
+
+
+def render(inputs: Inputs, out: TextIO) -> None:
+    if inputs.span_files:
+        out.write(f"== spans {', '.join(inputs.span_files)}: {inputs.spans.spans} spans\n")
+        render_spans(inputs, out)
+    for path, result in inputs.benches:
+        render_bench(path, result, out)

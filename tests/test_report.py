@@ -1,0 +1,147 @@
+"""flowtrace report: a recorded gunicorn run, summarised on the terminal and as HTML,
+checked in a real headless Chromium; and a 100 MB span file in bounded memory."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import browser
+from tests.servers import gunicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+DELAY_MS = 150
+#: Printed by the terminal summary of the test session (tests/conftest.py).
+REPORT_FIGURES: dict[str, Any] = {}
+
+
+def _flowtrace(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flowtrace.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Spans of a real gunicorn run written by the embedded OTLP-JSON file exporter."""
+    spans = tmp_path_factory.mktemp("report") / "spans.otlp.jsonl"
+    env = {"FLOWTRACE_OUTPUT_FILE": str(spans), "OTEL_SERVICE_NAME": "report-test",
+           "OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_SCHEDULE_DELAY": "50",
+           "FLOWTRACE_EXPORT_INTERVAL": "0.02", "FLOWTRACE_STRICT": "1"}  # fmt: skip
+    with gunicorn("tests.testproject.wsgi:traced", env) as server:
+        for _ in range(10):
+            for path in ("/hello", "/db", "/stream", "/items/3/"):
+                assert server.request(path)[0] == 200
+        assert server.request(f"/t/slow-query?ms={DELAY_MS}")[0] == 200
+        assert server.request("/boom")[0] == 500
+    return spans  # gunicorn's SIGTERM flushed the exporter
+
+
+@pytest.fixture(scope="module")
+def report(recorded: Path) -> tuple[Path, str]:
+    done = _flowtrace("report", recorded.name, "--html", "report.html", cwd=recorded.parent)
+    assert done.returncode == 0, done.stderr
+    return recorded.parent / "report.html", done.stdout
+
+
+def test_terminal_summary_per_route_and_stage(report: tuple[Path, str]) -> None:
+    _, out = report
+    assert re.search(r"GET /db  n=1[01]  p50 [\d.]+ ms  p95 [\d.]+ ms  queries/req 2\.0", out)
+    assert re.search(r"GET /t/slow-query  n=1 .*\n(  .*\n)*  db +1[5-9]\d\.\d+ ms", out)
+    assert "GET /boom  n=1" in out and "errors 1" in out
+    slow = re.findall(r"slow: +[\d.]+ ms  trace ([0-9a-f]{32})", out)
+    assert len(slow) >= 6 and "HTML report: " in out
+
+
+def _ancestors(bars: list[dict[str, Any]], index: int) -> set[int]:
+    """Indices of the bars that contain bar ``index`` (depth-first order)."""
+    out, depth = set(), bars[index]["depth"]
+    for i in range(index - 1, -1, -1):
+        if bars[i]["depth"] < depth:
+            out.add(i)
+            depth = bars[i]["depth"]
+    return out
+
+
+_WATERFALLS = """
+Array.from(document.querySelectorAll('.wf')).map(wf => ({
+  route: wf.querySelector('.route').textContent,
+  bars: Array.from(wf.querySelectorAll('.wf-row')).map(row => {
+    const bar = row.querySelector('.bar');
+    return {stage: bar.dataset.stage, self: parseFloat(bar.dataset.selfMs),
+            width: bar.getBoundingClientRect().width,
+            depth: parseFloat(row.querySelector('.wf-name').style.paddingLeft) || 0};
+  })}))
+"""
+
+
+def test_html_report_in_headless_chromium(report: tuple[Path, str]) -> None:
+    path = browser.binary()
+    if path is None:
+        assert not os.environ.get("CI"), "chromium must be installed in CI (scripts/system-deps.sh)"
+        pytest.skip("chromium is not installed (scripts/system-deps.sh installs it as root)")
+    html, _ = report
+    with browser.chromium(path) as page:
+        page.open(html.as_uri())
+        assert page.log.console_errors == [] and page.log.exceptions == []
+        assert page.log.requests == [html.as_uri()]  # the file itself, nothing else
+        waterfalls = page.evaluate(_WATERFALLS)
+        stacks = page.evaluate("document.querySelectorAll('.stack div').length")
+        title = page.evaluate("document.title")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(str(ARTIFACTS / "report.png"))
+    assert title == "flowtrace report" and stacks >= 20
+    slow = next(w for w in waterfalls if w["route"] == "GET /t/slow-query")
+    bars = slow["bars"]
+    db = max(range(len(bars)), key=lambda i: bars[i]["self"])
+    assert bars[db]["stage"] == "db" and bars[db]["self"] >= DELAY_MS
+    others = set(range(len(bars))) - _ancestors(bars, db) - {db}
+    assert others and all(bars[db]["width"] > 5 * bars[i]["width"] for i in others)
+    assert bars[db]["width"] > 0.6 * bars[0]["width"]  # most of the request's own bar
+    assert (ARTIFACTS / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _grow(source: Path, target: Path, size: int) -> int:
+    """Copies of the recorded batches, each with fresh trace ids, up to ``size`` bytes."""
+    lines = [line for line in source.read_text().splitlines() if line.strip()]
+    ids = re.compile(r'("traceId": ?")[0-9a-f]{8}')
+    written = copies = 0
+    with open(target, "w", encoding="utf-8") as out:
+        while written < size:
+            prefix = rf"\g<1>{copies:08x}"
+            for line in lines:
+                text = ids.sub(prefix, line) + "\n"
+                out.write(text)
+                written += len(text)
+            copies += 1
+    return copies
+
+
+_PEAK_RSS = "import resource, sys; from flowtrace.cli import main; code = main(sys.argv[1:]); " \
+    "print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); " \
+    "sys.exit(code)"  # fmt: skip
+
+
+def _report_rss(path: Path) -> tuple[int, str, str]:
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, "report", "--progress", str(path)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stderr.rsplit("maxrss_kb", 1)[1]), done.stdout, done.stderr
+
+
+def test_a_100_mb_span_file_is_streamed_in_bounded_memory(recorded: Path, tmp_path: Path) -> None:
+    big = tmp_path / "big.otlp.jsonl"
+    copies = _grow(recorded, big, 100 * 2**20)
+    small_kb, _, _ = _report_rss(recorded)
+    big_kb, out, err = _report_rss(big)
+    assert "100%" in err and "100/100 MiB" in err  # the progress bar reached the end
+    match = re.search(r"GET /db  n=(\d+)", out)
+    assert match and int(match.group(1)) >= 10 * copies
+    assert big_kb - small_kb < 40 * 1024, (small_kb, big_kb)  # not proportional to 100 MB
+    REPORT_FIGURES.update(copies=copies, small_rss_kb=small_kb, big_rss_kb=big_kb)
