@@ -42,6 +42,7 @@ class Config:
     metrics_per_middleware: bool = False
     max_pending: int = 2048
     export_interval: float = 1.0
+    shutdown_timeout: float = 2.0
     max_attribute_length: int = 2048
     output_file: str | None = None
     span_export: SpanExport = "auto"
@@ -64,6 +65,8 @@ class Config:
             raise ValueError("max_pending must be >= 1")
         if self.export_interval <= 0:
             raise ValueError("export_interval must be > 0 seconds")
+        if self.shutdown_timeout <= 0:
+            raise ValueError("shutdown_timeout must be > 0 seconds")
         if self.max_attribute_length < 16:
             raise ValueError("max_attribute_length must be >= 16")
         headers = tuple(h.lower() for h in self.capture_headers)
@@ -91,6 +94,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         out["span_export"] = env["FLOWTRACE_SPAN_EXPORT"].strip()
     if "FLOWTRACE_EXPORT_INTERVAL" in env:
         out["export_interval"] = float(env["FLOWTRACE_EXPORT_INTERVAL"])
+    if "FLOWTRACE_SHUTDOWN_TIMEOUT" in env:
+        out["shutdown_timeout"] = float(env["FLOWTRACE_SHUTDOWN_TIMEOUT"])
     return out
 
 

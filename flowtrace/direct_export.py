@@ -36,8 +36,10 @@ class DirectSpanSink:
                                    resource.schema_url or "")  # fmt: skip
         self.sender = sender or OtlpHttpSender()
         self._pending: list[bytes] = []
+        self._pending_requests = 0
         self.sent_spans = 0
         self.dropped_spans = 0
+        self.dropped_requests = 0
 
     def emit(
         self, root: Node, root_name: str, root_attrs: dict[str, Any],
@@ -56,6 +58,7 @@ class DirectSpanSink:
             self.id_generator.generate_span_id, trace_state, status, events,
         )  # fmt: skip
         self._pending.extend(spans)
+        self._pending_requests += 1
         if len(self._pending) >= _BATCH_SPANS:
             self.send_pending()
         return len(spans)
@@ -65,7 +68,12 @@ class DirectSpanSink:
         if not self._pending:
             return
         spans, self._pending = self._pending, []
+        requests, self._pending_requests = self._pending_requests, 0
         if self.sender.send(self.encoder.request(spans)):
             self.sent_spans += len(spans)
         else:
             self.dropped_spans += len(spans)
+            self.dropped_requests += requests
+
+    def prepare_exit(self, budget: float) -> None:
+        self.sender.limit_timeout(budget)

@@ -104,6 +104,11 @@ class OtlpHttpSender:
         self._failing = True
         return False
 
+    def limit_timeout(self, seconds: float) -> None:
+        """At exit: never wait longer than ``seconds`` for the collector."""
+        self.timeout = min(self.timeout, seconds)
+        self.close()  # the next connection uses the new timeout
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

@@ -5,7 +5,8 @@ append. One daemon thread per process builds trees, records metrics and
 hands spans to the SDK. When the queue is full the request's telemetry is
 dropped and counted (``flowtrace.telemetry.dropped``): memory stays bounded
 whatever the collector does. The thread is (re)started lazily, so a
-gunicorn ``--preload`` fork gets its own; pending work is flushed at exit.
+gunicorn ``--preload`` fork gets its own; pending work is flushed at exit,
+within ``shutdown_timeout`` seconds whatever the collector does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -32,9 +34,15 @@ class Pipeline:
         max_pending: int,
         interval: float,
         after_drain: Callable[[], None] | None = None,
+        exit_budget: float = 2.0,
+        before_exit: Callable[[float], None] | None = None,
+        after_exit: Callable[[], None] | None = None,
     ) -> None:
         self._process = process
         self._after_drain = after_drain
+        self._exit_budget = exit_budget
+        self._before_exit = before_exit
+        self._after_exit = after_exit
         self._max_pending = max_pending
         self._wake_at = max(1, min(512, max_pending // 4))
         self._interval = interval
@@ -85,27 +93,44 @@ class Pipeline:
             self._wake.clear()
             self.drain()
 
-    def drain(self) -> None:
-        """Process everything pending, in this thread, then hand on what was built."""
+    def drain(self, deadline: float | None = None) -> None:
+        """Process everything pending, in this thread, then hand on what was built.
+
+        With a ``deadline`` (``time.monotonic()``), give up when it passes:
+        what is left is dropped and counted, so exit never hangs.
+        """
         pending = self._pending
         while pending:
-            with self._busy:
-                try:
-                    tl = pending.popleft()
-                except IndexError:
-                    break
-                try:
-                    self._process(tl)
-                    self.processed += 1
-                except Exception as exc:
-                    self.dropped += 1
-                    safety.report("export", exc, reraise=False)
-        if self._after_drain is not None:
-            with self._busy:
-                try:
-                    self._after_drain()
-                except Exception as exc:
-                    safety.report("send", exc, reraise=False)
+            if not self._acquire(deadline):
+                break
+            try:
+                tl = pending.popleft()
+            except IndexError:
+                self._busy.release()
+                break
+            try:
+                self._process(tl)
+                self.processed += 1
+            except Exception as exc:
+                self.dropped += 1
+                safety.report("export", exc, reraise=False)
+            finally:
+                self._busy.release()
+        if deadline is not None and pending:
+            self.dropped += len(pending)
+            pending.clear()
+        if self._after_drain is not None and self._acquire(deadline):
+            try:
+                self._after_drain()
+            except Exception as exc:
+                safety.report("send", exc, reraise=False)
+            finally:
+                self._busy.release()
+
+    def _acquire(self, deadline: float | None) -> bool:
+        if deadline is None:
+            return self._busy.acquire()
+        return self._busy.acquire(timeout=max(deadline - time.monotonic(), 0.0))
 
     def flush(self) -> None:
         """Process everything submitted so far before returning."""
@@ -114,10 +139,19 @@ class Pipeline:
             pass
 
     def shutdown(self) -> None:
+        """Final flush at exit, bounded by ``exit_budget`` seconds."""
         if self._stopped:
             return
-        self.flush()
-        self._stopped = True
+        self._stopped = True  # from now on submit() drops (and counts)
+        deadline = time.monotonic() + self._exit_budget
+        try:
+            if self._before_exit is not None:
+                self._before_exit(self._exit_budget)
+            self.drain(deadline)
+            if self._after_exit is not None:
+                self._after_exit()
+        except Exception as exc:
+            safety.report("shutdown", exc, reraise=False)
         self._wake.set()
 
     def _after_fork(self) -> None:

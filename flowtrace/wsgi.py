@@ -98,9 +98,14 @@ class FlowTrace:
         self._header_keys = cfg.header_environ_keys
         self._route_resolver = cfg.route_resolver
         self._keep_sql_params = cfg.record_sql_parameters
-        after_drain = getattr(spans, "send_pending", None)
         self._pipeline = Pipeline(
-            Recorder(cfg, spans, metrics), cfg.max_pending, cfg.export_interval, after_drain
+            Recorder(cfg, spans, metrics),
+            cfg.max_pending,
+            cfg.export_interval,
+            after_drain=getattr(spans, "send_pending", None),
+            exit_budget=cfg.shutdown_timeout,
+            before_exit=getattr(spans, "prepare_exit", None),
+            after_exit=self._report_losses,
         )
         self._active = True
 
@@ -188,4 +193,19 @@ class FlowTrace:
     @property
     def dropped(self) -> int:
         """Requests whose telemetry was dropped (queue full or export error)."""
-        return self._pipeline.dropped if self._pipeline is not None else 0
+        if self._pipeline is None:
+            return 0
+        return self._pipeline.dropped + getattr(self._spans, "dropped_requests", 0)
+
+    def _report_losses(self) -> None:
+        """At exit, one line for the operator if any telemetry was lost."""
+        pipeline = self._pipeline
+        if pipeline is None or not self.dropped:
+            return
+        safety.logger.warning(
+            "flowtrace: telemetry of %d of %d requests was dropped (queue full, export failed, "
+            "or the %.1f s exit budget ran out); see the flowtrace.telemetry.dropped metric",
+            self.dropped,
+            pipeline.processed + pipeline.dropped,
+            self.config.shutdown_timeout,
+        )
