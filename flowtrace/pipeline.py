@@ -145,8 +145,12 @@ class Pipeline:
         self._stopped = True  # from now on submit() drops (and counts)
         deadline = time.monotonic() + self._exit_budget
         try:
-            if self._before_exit is not None:
-                self._before_exit(self._exit_budget)
+            # under the lock: the export thread may be using the connection right now
+            if self._before_exit is not None and self._acquire(deadline):
+                try:
+                    self._before_exit(self._exit_budget)
+                finally:
+                    self._busy.release()
             self.drain(deadline)
             if self._after_exit is not None:
                 self._after_exit()

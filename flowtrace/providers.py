@@ -11,8 +11,11 @@ provider the application set up.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import threading
+import time
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -105,6 +108,38 @@ def direct_export_possible(cfg: Config) -> bool:
     )
 
 
+_owned: list[Any] = []  # providers flowtrace created, shut down together at exit
+
+
+def _shut_down_at_exit(provider: Any, seconds: float) -> None:
+    """The SDK's own exit hook waits for the exporter's timeout and retries (10 s and
+    more against a dead collector); for providers it created, flowtrace shuts them
+    down in parallel and waits at most ``seconds``."""
+    if not _owned:
+        atexit.register(_shutdown_owned, seconds)
+    _owned.append(provider)
+
+
+def _shutdown_owned(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    threads = [threading.Thread(target=_shutdown, args=(p, seconds), daemon=True)
+               for p in _owned]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0.0))
+
+
+def _shutdown(provider: Any, seconds: float) -> None:
+    try:
+        if isinstance(provider, SdkMeterProvider):
+            provider.shutdown(timeout_millis=seconds * 1000)
+        else:
+            provider.shutdown()
+    except Exception as exc:  # an exporter failing at exit is not the app's problem
+        logger.debug("flowtrace: provider shutdown failed: %r", exc)
+
+
 def tracer_provider(given: Any, cfg: Config) -> tuple[Any, bool]:
     """(provider, configured here): given, global, or a new SDK one set globally."""
     if given is not None:
@@ -112,7 +147,8 @@ def tracer_provider(given: Any, cfg: Config) -> tuple[Any, bool]:
     current = trace.get_tracer_provider()
     if not isinstance(current, trace.ProxyTracerProvider) or _sdk_disabled():
         return current, False
-    provider = SdkTracerProvider(resource=Resource.create())
+    provider = SdkTracerProvider(resource=Resource.create(), shutdown_on_exit=False)
+    _shut_down_at_exit(provider, cfg.shutdown_timeout)
     exporter = _span_exporter(cfg)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -128,7 +164,10 @@ def meter_provider(given: Any, cfg: Config) -> Any:
     current = metrics.get_meter_provider()
     if type(current).__name__ != "_ProxyMeterProvider" or _sdk_disabled():
         return current
-    provider = SdkMeterProvider(metric_readers=_metric_readers(cfg), resource=Resource.create())
+    provider = SdkMeterProvider(
+        metric_readers=_metric_readers(cfg), resource=Resource.create(), shutdown_on_exit=False
+    )
+    _shut_down_at_exit(provider, cfg.shutdown_timeout)
     metrics.set_meter_provider(provider)
     logger.info("flowtrace: configured the OpenTelemetry meter provider from OTEL_*")
     return metrics.get_meter_provider()

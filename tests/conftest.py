@@ -116,7 +116,31 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         from tests.test_dashboard_live import SERIES
     except ImportError:
         SERIES = []
+    from tests.reliability import FIGURES
     from tests.test_report import REPORT_FIGURES
+
+    if FIGURES.faults:
+        terminalreporter.section("reliability: collector faults (gunicorn, 300 requests)")
+        terminalreporter.write_line(f"{'fault':44} {'p50 ms':>7} {'p99 ms':>7} {'exit s':>6} "
+                                    f"{'RSS Δ':>6} {'logs':>4} {'dropped':>11} {'received':>8}")  # fmt: skip
+        for f in FIGURES.faults:
+            dropped = f"{f['dropped']}/{f['of']}" if f["dropped"] >= 0 else "-"
+            terminalreporter.write_line(
+                f"{f['fault']:44} {f['p50']:7.2f} {f['p99']:7.2f} {f['exit_s']:6.2f} "
+                f"{f['rss_delta']:6.2f} {f['failed_logs']:4d} {dropped:>11} {f['received']:8d}"
+            )
+    for title, lines in (("reliability: lifecycle", FIGURES.lifecycle),
+                         ("reliability: concurrency", FIGURES.concurrency),
+                         ("reliability: sustained load (wrk)", FIGURES.load),
+                         ("reliability: privacy", FIGURES.privacy)):  # fmt: skip
+        if lines:
+            terminalreporter.section(title)
+            for line in lines:
+                terminalreporter.write_line(line)
+    if FIGURES.hostile:
+        terminalreporter.section("reliability: hostile input (hypothesis)")
+        for name, count in FIGURES.hostile.items():
+            terminalreporter.write_line(f"{count:6d} examples  {name}")
 
     if REPORT_FIGURES:
         terminalreporter.section("flowtrace report: 100 MB span file")

@@ -83,11 +83,22 @@ class Receiver:
         self.blackhole = False  # read the request, never answer (until shutdown)
         self.released = threading.Event()
         self.requests = 0
+        self.count_only = False  # load tests: count spans, keep nothing
+        self.span_count = 0
+        self.root_count = 0
         self._cond = threading.Condition()
         self.endpoint = ""
 
     def _add_traces(self, body: bytes) -> None:
         request = ExportTraceServiceRequest.FromString(body)
+        if self.count_only:
+            with self._cond:
+                for rs in request.resource_spans:
+                    for ss in rs.scope_spans:
+                        self.span_count += len(ss.spans)
+                        self.root_count += sum(s.kind == PbSpan.SPAN_KIND_SERVER for s in ss.spans)
+                self._cond.notify_all()
+            return
         spans = []
         for rs in request.resource_spans:
             resource = _attrs(rs.resource.attributes)
@@ -171,7 +182,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length)
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
-            receiver.raw.append(body)
+            if not receiver.count_only:
+                receiver.raw.append(body)
             receiver.requests += 1
             if receiver.blackhole:
                 receiver.released.wait(60)

@@ -14,5 +14,6 @@ urlpatterns = [
     path("t/slow-close", views.slow_close),
     path("t/secret", csrf_exempt(views.echo_secret)),
     path("t/method/<slug:name>", csrf_exempt(views.method_view)),
+    path("t/marker/<slug:marker>", views.marker),
     path("", include("flowtrace.demo.urls")),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -63,9 +64,18 @@ def slow_close(request: HttpRequest) -> HttpResponse:
 def echo_secret(request: HttpRequest) -> HttpResponse:
     """Reads everything a secret could hide in, and queries with a parameter."""
     token = request.GET.get("token", "") + request.POST.get("password", "")
+    if request.content_type == "application/json":
+        token += json.loads(request.body).get("password", "")
     with connection.cursor() as cursor:
         cursor.execute("SELECT %s", [token or request.COOKIES.get("sessionid", "")])
     return HttpResponse("ok", content_type="text/plain")
+
+
+def marker(request: HttpRequest, marker: str) -> HttpResponse:
+    """A per-request marker in a child span (the SQL text): traces must not mix."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT '{marker}'")  # a slug: letters, digits, - and _ only
+    return HttpResponse(marker, content_type="text/plain")
 
 
 def method_view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
