@@ -121,8 +121,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
     if FIGURES.faults:
         terminalreporter.section("reliability: collector faults (gunicorn, 300 requests)")
-        terminalreporter.write_line(f"{'fault':44} {'p50 ms':>7} {'p99 ms':>7} {'exit s':>6} "
-                                    f"{'RSS Δ':>6} {'logs':>4} {'dropped':>11} {'received':>8}")  # fmt: skip
+        header = (f"{'fault':44} {'p50 ms':>7} {'p99 ms':>7} {'exit s':>6} {'RSS Δ':>6} "
+                  f"{'logs':>4} {'dropped':>11} {'received':>8}")  # fmt: skip
+        terminalreporter.write_line(header)
         for f in FIGURES.faults:
             dropped = f"{f['dropped']}/{f['of']}" if f["dropped"] >= 0 else "-"
             terminalreporter.write_line(
