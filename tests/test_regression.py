@@ -229,3 +229,45 @@ def test_paired_bench_rejects_a_malformed_baseline_env(tmp_path: Path) -> None:
                       "--baseline-env", "NOEQUALS", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr == "flowtrace bench: error: --baseline-env 'NOEQUALS': expected NAME=VALUE\n"
+
+
+def test_bench_against_a_running_server_url(tmp_path: Path) -> None:
+    """--url: client-side wall time and bytes from a real gunicorn (no stages, no counts)."""
+    from tests.servers import gunicorn
+
+    (tmp_path / "s.toml").write_text('[scenario]\nwarmup = 1\nrounds = 3\n'
+                                     '[[request]]\npath = "/hello"\nrepeat = 4\n'
+                                     '[[request]]\npath = "/stream"\n')  # fmt: skip
+    with gunicorn("tests.testproject.wsgi:traced", {"FLOWTRACE_ENABLED": "0"}) as server:
+        done = _flowtrace("bench", "s.toml", "--url", f"http://127.0.0.1:{server.port}",
+                          "-o", "url.json", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "url.json").read_text())
+    assert result["target"] == f"http://127.0.0.1:{server.port}"
+    assert len(result["routes"]["GET /hello"]["timings_ns"]["request"]) == 12
+    assert set(result["routes"]["GET /stream"]["bytes"]) == {50 * 1024}
+    assert result["routes"]["GET /hello"]["counts"] == {}
+    refused = _flowtrace("bench", "s.toml", "--url", "http://127.0.0.1:9", cwd=tmp_path)
+    assert refused.returncode == 2 and "Connection refused" in refused.stderr
+
+
+def test_yaml_scenarios_mean_the_same_as_toml(tmp_path: Path) -> None:
+    from flowtrace.regression import scenario
+
+    (tmp_path / "s.yaml").write_text(
+        "scenario: {django_settings: flowtrace.demo.settings, rounds: 4}\n"
+        "compare: {rel: 0.2, override: [{route: 'GET /db', stage: view, abs_ms: 1}]}\n"
+        "request:\n  - {path: /db, repeat: 2, headers: {X-A: b}}\n  - {path: '/x?q=1'}\n"
+    )
+    (tmp_path / "s.toml").write_text(
+        '[scenario]\ndjango_settings = "flowtrace.demo.settings"\nrounds = 4\n'
+        '[compare]\nrel = 0.2\n[[compare.override]]\nroute = "GET /db"\nstage = "view"\n'
+        'abs_ms = 1\n[[request]]\npath = "/db"\nrepeat = 2\nheaders = {X-A = "b"}\n'
+        '[[request]]\npath = "/x?q=1"\n'
+    )
+    from_yaml = scenario.load(str(tmp_path / "s.yaml"))
+    from_toml = scenario.load(str(tmp_path / "s.toml"))
+    assert from_yaml.requests == from_toml.requests and from_yaml.rounds == 4
+    assert from_yaml.thresholds == from_toml.thresholds
+    assert from_yaml.thresholds.for_metric("GET /db", "view") == (0.2, 1.0)
+    assert from_yaml.thresholds.for_metric("GET /x", "view") == (0.2, 0.05)

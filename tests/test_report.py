@@ -3,6 +3,7 @@ checked in a real headless Chromium; and a 100 MB span file in bounded memory.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -145,3 +146,42 @@ def test_a_100_mb_span_file_is_streamed_in_bounded_memory(recorded: Path, tmp_pa
     assert match and int(match.group(1)) >= 10 * copies
     assert big_kb - small_kb < 40 * 1024, (small_kb, big_kb)  # not proportional to 100 MB
     REPORT_FIGURES.update(copies=copies, small_rss_kb=small_kb, big_rss_kb=big_kb)
+
+
+def test_two_bench_results_render_the_comparison_with_verdicts(tmp_path: Path) -> None:
+    from tests.test_regression import _result
+
+    base, current = _result(2.0, seed=1), _result(2.6, queries=3, seed=2)
+    for name, data in (("base.json", base), ("current.json", current)):
+        (tmp_path / name).write_text(json.dumps(data))
+    done = _flowtrace("report", "base.json", "current.json", "--html", "cmp.html", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "cmp.html").read_text()
+    assert "Comparison: base.json → current.json" in page
+    assert re.search(r'<td class="route">GET /x</td><td>view</td>.*?class="regressed"', page)
+    assert re.search(r"<td>queries</td><td>2</td><td>3</td><td>\+1</td>", page)
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_report_and_dashboard_share_stage_colours() -> None:
+    from flowtrace import semconv as sc
+
+    dashboard = json.loads((ROOT / "dashboards" / "flowtrace.json").read_text())
+    colours = set()
+    for panel in dashboard["panels"]:
+        for override in panel.get("fieldConfig", {}).get("overrides", []):
+            for prop in override["properties"]:
+                if prop["id"] == "color":
+                    colours.add((override["matcher"]["options"], prop["value"]["fixedColor"]))
+    assert colours == set(sc.STAGE_COLOURS.items())
+
+
+def test_bad_report_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "spans.jsonl").write_text('{"resourceSpans": [}\n')
+    (tmp_path / "empty.jsonl").write_text("")
+    cases = (("spans.jsonl", "line 1: not an OTLP-JSON export"),
+             ("empty.jsonl", "empty file"), ("missing.jsonl", "cannot read"))  # fmt: skip
+    for name, message in cases:
+        done = _flowtrace("report", name, cwd=tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
