@@ -18,6 +18,7 @@ from flowtrace.otel import MetricSink, exemplar_for
 from flowtrace.queue_time import queue_ns
 from flowtrace.request_info import method_of, queue_header, root_attributes
 from flowtrace.timeline import Timeline
+from flowtrace.totals import stage_totals
 from flowtrace.tree import Tree, build, count_spans, shape_middleware
 
 
@@ -36,6 +37,12 @@ def route_of(tl: Timeline, tree: Tree) -> str:
         return tl.route
     route = tree.resolved[0] if tree.resolved is not None else None
     return "/" + route if isinstance(route, str) else sc.UNMATCHED_ROUTE
+
+
+def _error_type(tl: Timeline, status_code: int) -> str | None:
+    if tl.exc is not None:
+        return type(tl.exc).__qualname__
+    return str(status_code) if status_code >= 500 else None
 
 
 def error_of(tl: Timeline) -> tuple[str, str, str] | None:
@@ -73,15 +80,19 @@ class Recorder:
     def __call__(self, tl: Timeline) -> None:
         cfg = self.cfg
         queue = queue_ns(queue_header(tl.request), tl.wall_ns, cfg.max_queue_time)
+        if (
+            self.metrics is not None
+            and not cfg.metrics_per_middleware
+            and self._metrics_only(tl, queue)
+        ):
+            return
         tree = build(tl, cfg, queue)
         root = tree.root
         totals = tree.stage_totals()
         route = route_of(tl, tree)
         method, _ = method_of(tl.request)
         status_code = status_code_of(tl.status) or (500 if tl.exc is not None else 0)
-        error_type = type(tl.exc).__qualname__ if tl.exc is not None else None
-        if error_type is None and status_code >= 500:
-            error_type = str(status_code)
+        error_type = _error_type(tl, status_code)
         queries = tree.count(sc.DB)
         duration = root.duration
         ttfb = tl.t_first_chunk - root.start if tl.t_first_chunk else None
@@ -111,6 +122,32 @@ class Recorder:
         status, exception = root_outcome(error_of(tl), status_code)
         self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent),
                         tl.wall_offset, status, exception)  # fmt: skip
+
+    def _metrics_only(self, tl: Timeline, queue: int | None) -> bool:
+        """Metrics without a tree, when no span will be exported (most requests under
+        head sampling). False when the request's spans are wanted after all."""
+        if tl.sampled and self.spans.enabled:
+            return False
+        status_code = status_code_of(tl.status) or (500 if tl.exc is not None else 0)
+        error_type = _error_type(tl, status_code)
+        root_start = tl.t_call - (queue or 0)
+        duration = max(tl.t_close_end or tl.t_return, tl.t_return) - root_start
+        if self.spans.enabled and self._keep_reason(tl, duration, error_type) is not None:
+            return False
+        totals, resolved, queries = stage_totals(tl, queue)
+        if tl.route:
+            route = tl.route
+        else:
+            pattern = resolved[0] if resolved is not None else None
+            route = "/" + pattern if isinstance(pattern, str) else sc.UNMATCHED_ROUTE
+        method, _ = method_of(tl.request)
+        base: tuple[tuple[str, Any], ...] = ((sc.HTTP_ROUTE, route), (sc.HTTP_METHOD, method))
+        if status_code:
+            base += ((sc.HTTP_STATUS, status_code),)
+        ttfb = tl.t_first_chunk - root_start if tl.t_first_chunk else None
+        assert self.metrics is not None
+        self.metrics.record(base, totals, None, duration, queries, ttfb, error_type, None)
+        return True
 
     def _keep_reason(self, tl: Timeline, duration_ns: int, error_type: str | None) -> str | None:
         if tl.sampled:
