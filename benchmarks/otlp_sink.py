@@ -36,6 +36,10 @@ def _count_points(metric: Any) -> int:
 
 
 class Handler(BaseHTTPRequestHandler):
+    # Keep-alive, as the OpenTelemetry Collector does: HTTP/1.0 would make every
+    # exporter reconnect per request and bill the benchmarked process for it.
+    protocol_version = "HTTP/1.1"
+
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.path.endswith("/v1/traces"):

@@ -115,7 +115,9 @@ class Recorder:
             attrs[sc.ERROR_TYPE] = error_type
         attrs[sc.ATTR_DB_QUERY_COUNT] = queries
         attrs[sc.ATTR_KEPT] = keep
-        attrs[sc.ATTR_SPAN_COUNT] = 1 + count_spans(root)
+        # halves: every node is a span; other levels merged or dropped some
+        spans = len(tree.nodes) if cfg.middleware_spans == "halves" else count_spans(root)
+        attrs[sc.ATTR_SPAN_COUNT] = 1 + spans
         if ttfb is not None:
             attrs[sc.ATTR_TTFB] = ttfb / 1e9
         name = f"{method if method != sc.OTHER_METHOD else 'HTTP'} {route}"

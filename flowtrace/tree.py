@@ -88,10 +88,11 @@ class Tree:
     def stage_totals(self) -> dict[str, int]:
         """Exclusive nanoseconds per stage; they add up to the root's duration."""
         totals: dict[str, int] = {}
-        for node in self.nodes:
+        for node in self.nodes:  # Node.exclusive, inlined: this runs for every node
             stage = node.stage
             if stage is not None:
-                totals[stage] = totals.get(stage, 0) + node.exclusive
+                own = node.end - node.start - node.child_time
+                totals[stage] = totals.get(stage, 0) + (own if own > 0 else 0)
         return totals
 
     def middleware_totals(self) -> dict[str, int]:
