@@ -36,7 +36,7 @@ class Pipeline:
         after_drain: Callable[[], None] | None = None,
         exit_budget: float = 2.0,
         before_exit: Callable[[float], None] | None = None,
-        after_exit: Callable[[], None] | None = None,
+        after_exit: Callable[[float], None] | None = None,
     ) -> None:
         self._process = process
         self._after_drain = after_drain
@@ -152,8 +152,8 @@ class Pipeline:
                 finally:
                     self._busy.release()
             self.drain(deadline)
-            if self._after_exit is not None:
-                self._after_exit()
+            if self._after_exit is not None:  # given what is left of the budget
+                self._after_exit(max(deadline - time.monotonic(), 0.0))
         except Exception as exc:
             safety.report("shutdown", exc, reraise=False)
         self._wake.set()

@@ -113,17 +113,22 @@ _owned: list[Any] = []  # providers flowtrace created, shut down together at exi
 
 def _shut_down_at_exit(provider: Any, seconds: float) -> None:
     """The SDK's own exit hook waits for the exporter's timeout and retries (10 s and
-    more against a dead collector); for providers it created, flowtrace shuts them
-    down in parallel and waits at most ``seconds``."""
+    more against a dead collector), so for providers it created flowtrace disables it.
+    ``FlowTrace`` shuts them down after its final flush, within what is left of its
+    exit budget (``shutdown_owned``); this atexit hook is only the safety net."""
     if not _owned:
-        atexit.register(_shutdown_owned, seconds)
+        atexit.register(shutdown_owned, seconds)
     _owned.append(provider)
 
 
-def _shutdown_owned(seconds: float) -> None:
+def shutdown_owned(seconds: float) -> None:
+    """Shut down the providers flowtrace created, in parallel, waiting at most
+    ``seconds`` (their threads are daemons: the process may exit past that)."""
+    owned = list(_owned)
+    _owned.clear()
     deadline = time.monotonic() + seconds
     threads = [threading.Thread(target=_shutdown, args=(p, seconds), daemon=True)
-               for p in _owned]  # fmt: skip
+               for p in owned]  # fmt: skip
     for thread in threads:
         thread.start()
     for thread in threads:

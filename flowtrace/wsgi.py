@@ -105,7 +105,7 @@ class FlowTrace:
             after_drain=getattr(spans, "send_pending", None),
             exit_budget=cfg.shutdown_timeout,
             before_exit=getattr(spans, "prepare_exit", None),
-            after_exit=self._report_losses,
+            after_exit=self._at_exit,
         )
         self._active = True
 
@@ -196,6 +196,13 @@ class FlowTrace:
         if self._pipeline is None:
             return 0
         return self._pipeline.dropped + getattr(self._spans, "dropped_requests", 0)
+
+    def _at_exit(self, remaining: float) -> None:
+        """After the final flush: say what was lost, then shut down the providers
+        flowtrace created, so that the whole exit fits in ``shutdown_timeout``
+        (plus half a second for their last export)."""
+        self._report_losses()
+        providers.shutdown_owned(max(remaining, 0.5))
 
     def _report_losses(self) -> None:
         """At exit, one line for the operator if any telemetry was lost."""
