@@ -17,9 +17,10 @@ from flowtrace.config import Config
 from flowtrace.otel import MetricSink, exemplar_for
 from flowtrace.queue_time import queue_ns
 from flowtrace.request_info import method_of, queue_header, root_attributes
+from flowtrace.shape import count_spans, shape_middleware
 from flowtrace.timeline import Timeline
 from flowtrace.totals import stage_totals
-from flowtrace.tree import Tree, build, count_spans, shape_middleware
+from flowtrace.tree import Tree, build
 
 
 def status_code_of(status: str | None) -> int:

@@ -4,7 +4,7 @@ The root is tiled by top-level stages (``queue | setup-or-app | streaming |
 close``) and every other interval nests inside one of them, so the exclusive
 times of all nodes add up to the root's duration exactly. Metrics use those
 exclusive times; spans use the tree (after the middleware detail level has
-been applied, see ``shape_middleware``).
+been applied, see ``flowtrace.shape``).
 
 This runs once per request on the exporter thread, so it is written for
 speed: one sort and one pass to nest (children's time is summed on the way),
@@ -189,13 +189,13 @@ def _event_node(kind: int, t0: int, t1: int, payload: Any, cfg: Config) -> Node 
     return None
 
 
-def _sort_key(node: Node) -> tuple[int, int, int]:
+def sort_key(node: Node) -> tuple[int, int, int]:
     return (node.start, -node.end, node.priority)
 
 
 def _nest(root: Node, nodes: list[Node]) -> None:
     """Attach each node under the innermost earlier node that contains it."""
-    nodes.sort(key=_sort_key)
+    nodes.sort(key=sort_key)
     stack = [root]
     top = root
     for node in nodes:
@@ -263,67 +263,3 @@ def _streaming_node(tl: Timeline) -> Node:
         attrs[sc.ATTR_BYTES] = tl.bytes_sent
         attrs[sc.ATTR_CHUNKS] = tl.chunks
     return Node("streaming", sc.STREAMING, tl.t_return, tl.t_close_start, 0, attrs)
-
-
-def shape_middleware(tree: Tree, mode: str) -> None:
-    """Apply the span detail level: ``halves`` (as built), ``combined``, ``none``.
-
-    ``combined`` merges the contiguous request halves into one span and the
-    response halves into another, with per-middleware names and exclusive
-    durations as array attributes; hooks (``process_view``...) stay separate
-    because they run at another time. ``none`` drops middleware spans and
-    keeps their children. Metrics are computed before this, so they are
-    exact at every level.
-    """
-    if mode == "halves":
-        return
-    for node in [tree.root, *tree.nodes]:
-        if any(c.stage == sc.MIDDLEWARE for c in node.children):
-            node.children = _reshape(node.children, mode)
-
-
-def _half(node: Node) -> str | None:
-    if node.stage != sc.MIDDLEWARE or sc.ATTR_MIDDLEWARE_HOOK in node.attrs:
-        return None
-    half = node.attrs.get(sc.ATTR_MIDDLEWARE_HALF)
-    return half if isinstance(half, str) else None
-
-
-def _merge(group: list[Node], half: str) -> Node:
-    attrs = {
-        sc.ATTR_STAGE: sc.MIDDLEWARE,
-        sc.ATTR_MIDDLEWARE_HALF: half,
-        sc.ATTR_MIDDLEWARE_NAMES: [n.attrs[sc.ATTR_MIDDLEWARE] for n in group],
-        sc.ATTR_MIDDLEWARE_DURATIONS: [n.exclusive / 1e9 for n in group],
-    }
-    merged = Node(f"middleware {half}", sc.MIDDLEWARE, group[0].start, group[-1].end, 1, attrs)
-    merged.children = [child for n in group for child in n.children]
-    return merged
-
-
-def _reshape(children: list[Node], mode: str) -> list[Node]:
-    out: list[Node] = []
-    groups: dict[str, list[Node]] = {}
-    for node in children:
-        if node.stage != sc.MIDDLEWARE:
-            out.append(node)
-        elif mode == "none":
-            out.extend(node.children)
-        elif (half := _half(node)) is not None:
-            groups.setdefault(half, []).append(node)
-        else:
-            out.append(node)  # a hook span
-    out.extend(_merge(group, half) for half, group in groups.items())
-    out.sort(key=_sort_key)
-    return out
-
-
-def count_spans(root: Node) -> int:
-    """Spans below the root as shaped (each node becomes one)."""
-    count = 0
-    todo = [root]
-    while todo:
-        children = todo.pop().children
-        count += len(children)
-        todo.extend(children)
-    return count
