@@ -20,7 +20,7 @@ from flowtrace.request_info import method_of, queue_header, root_attributes
 from flowtrace.shape import count_spans, shape_middleware
 from flowtrace.timeline import Timeline
 from flowtrace.totals import stage_totals
-from flowtrace.tree import Tree, build
+from flowtrace.tree import build
 
 
 def status_code_of(status: str | None) -> int:
@@ -32,11 +32,11 @@ def status_code_of(status: str | None) -> int:
         return 0
 
 
-def route_of(tl: Timeline, tree: Tree) -> str:
+def route_of(tl: Timeline, resolved: tuple[Any, Any] | None) -> str:
     """http.route: the route resolver's answer, Django's pattern, or the fallback."""
     if tl.route:
         return tl.route
-    route = tree.resolved[0] if tree.resolved is not None else None
+    route = resolved[0] if resolved is not None else None
     return "/" + route if isinstance(route, str) else sc.UNMATCHED_ROUTE
 
 
@@ -81,32 +81,33 @@ class Recorder:
     def __call__(self, tl: Timeline) -> None:
         cfg = self.cfg
         queue = queue_ns(queue_header(tl.request), tl.wall_ns, cfg.max_queue_time)
-        if (
-            self.metrics is not None
-            and not cfg.metrics_per_middleware
-            and self._metrics_only(tl, queue)
-        ):
-            return
-        tree = build(tl, cfg, queue)
-        root = tree.root
-        totals = tree.stage_totals()
-        route = route_of(tl, tree)
-        method, _ = method_of(tl.request)
         status_code = status_code_of(tl.status) or (500 if tl.exc is not None else 0)
         error_type = _error_type(tl, status_code)
+        root_start = tl.t_call - (queue or 0)
+        duration = max(tl.t_close_end or tl.t_return, tl.t_return) - root_start
+        ttfb = tl.t_first_chunk - root_start if tl.t_first_chunk else None
+        keep = self._keep_reason(tl, duration, error_type) if self.spans.enabled else None
+        method, _ = method_of(tl.request)
+        if keep is None and not cfg.metrics_per_middleware:
+            # No span will be exported (most requests under head sampling): the
+            # metrics need no tree, the totals come straight from the events.
+            if self.metrics is not None:
+                totals, resolved, queries = stage_totals(tl, queue)
+                route = route_of(tl, resolved)
+                self._record(route, method, status_code, totals, None, duration, queries,
+                             ttfb, error_type, None)  # fmt: skip
+            return
+        tree = build(tl, cfg, queue)
+        route = route_of(tl, tree.resolved)
         queries = tree.count(sc.DB)
-        duration = root.duration
-        ttfb = tl.t_first_chunk - root.start if tl.t_first_chunk else None
-        keep = self._keep_reason(tl, duration, error_type)
         if self.metrics is not None:
-            base: tuple[tuple[str, Any], ...] = ((sc.HTTP_ROUTE, route), (sc.HTTP_METHOD, method))
-            if status_code:
-                base += ((sc.HTTP_STATUS, status_code),)
             per_mw = tree.middleware_totals() if cfg.metrics_per_middleware else None
             exemplar = exemplar_for(tl.trace_id, tl.span_id, tl.wall_ns) if keep else None
-            self.metrics.record(base, totals, per_mw, duration, queries, ttfb, error_type, exemplar)
-        if keep is None or not self.spans.enabled:
+            self._record(route, method, status_code, tree.stage_totals(), per_mw, duration,
+                         queries, ttfb, error_type, exemplar)  # fmt: skip
+        if keep is None:
             return
+        root = tree.root
         shape_middleware(tree, cfg.middleware_spans)
         attrs = root_attributes(tl.request, cfg)
         attrs[sc.HTTP_ROUTE] = route
@@ -126,31 +127,17 @@ class Recorder:
         self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent),
                         tl.wall_offset, status, exception)  # fmt: skip
 
-    def _metrics_only(self, tl: Timeline, queue: int | None) -> bool:
-        """Metrics without a tree, when no span will be exported (most requests under
-        head sampling). False when the request's spans are wanted after all."""
-        if tl.sampled and self.spans.enabled:
-            return False
-        status_code = status_code_of(tl.status) or (500 if tl.exc is not None else 0)
-        error_type = _error_type(tl, status_code)
-        root_start = tl.t_call - (queue or 0)
-        duration = max(tl.t_close_end or tl.t_return, tl.t_return) - root_start
-        if self.spans.enabled and self._keep_reason(tl, duration, error_type) is not None:
-            return False
-        totals, resolved, queries = stage_totals(tl, queue)
-        if tl.route:
-            route = tl.route
-        else:
-            pattern = resolved[0] if resolved is not None else None
-            route = "/" + pattern if isinstance(pattern, str) else sc.UNMATCHED_ROUTE
-        method, _ = method_of(tl.request)
+    def _record(
+        self, route: str, method: str, status_code: int, totals: dict[str, int],
+        per_middleware: dict[str, int] | None, duration: int, queries: int,
+        ttfb: int | None, error_type: str | None, exemplar: Any,
+    ) -> None:  # fmt: skip
+        assert self.metrics is not None
         base: tuple[tuple[str, Any], ...] = ((sc.HTTP_ROUTE, route), (sc.HTTP_METHOD, method))
         if status_code:
             base += ((sc.HTTP_STATUS, status_code),)
-        ttfb = tl.t_first_chunk - root_start if tl.t_first_chunk else None
-        assert self.metrics is not None
-        self.metrics.record(base, totals, None, duration, queries, ttfb, error_type, None)
-        return True
+        self.metrics.record(base, totals, per_middleware, duration, queries, ttfb, error_type,
+                            exemplar)  # fmt: skip
 
     def _keep_reason(self, tl: Timeline, duration_ns: int, error_type: str | None) -> str | None:
         if tl.sampled:

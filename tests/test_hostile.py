@@ -4,7 +4,7 @@ exactly like the bare app, raises nothing of its own, and keeps attributes bound
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from flowtrace import FlowTrace
 from tests.reliability import FIGURES
-from tests.wsgi_client import call, environ_for
+from tests.wsgi_client import Body, call, environ_for
 
 LIMIT = 256
 EXAMPLES = 150
@@ -119,24 +119,6 @@ def test_hostile_requests_leave_bounded_attributes(make_inprocess: Any) -> None:
 # --- misbehaving applications: flowtrace must behave exactly like the bare app ----------
 
 
-class _Closer:
-    def __init__(self, chunks: list[Any], close_error: Exception | None = None,
-                 fail_at: int | None = None) -> None:  # fmt: skip
-        self.chunks, self.close_error, self.fail_at = chunks, close_error, fail_at
-        self.closed = 0
-
-    def __iter__(self) -> Iterator[Any]:
-        for i, chunk in enumerate(self.chunks):
-            if i == self.fail_at:
-                raise RuntimeError("mid-stream")
-            yield chunk
-
-    def close(self) -> None:
-        self.closed += 1
-        if self.close_error is not None:
-            raise self.close_error
-
-
 def _app(kind: str) -> Any:
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         if kind == "start_response twice":
@@ -154,11 +136,11 @@ def _app(kind: str) -> Any:
         if kind == "no close()":
             return (chunk for chunk in [b"a", b"b"])
         if kind == "close() raises":
-            return _Closer([b"a"], close_error=OSError("close failed"))
+            return Body([b"a"], close_error=OSError("close failed"))
         if kind == "raises mid-stream":
-            return _Closer([b"a", b"b"], fail_at=1)
+            return Body([b"a", b"b"], fail_at=1)
         if kind == "client vanished":
-            return _Closer([b"a", b"b", b"c"])
+            return Body([b"a", b"b", b"c"])
         raise AssertionError(kind)
 
     return app

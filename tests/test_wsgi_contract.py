@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
 from typing import Any
 from wsgiref.util import FileWrapper
 from wsgiref.validate import validator
@@ -17,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Sampler
 
 from flowtrace import FlowTrace, safety
-from tests.wsgi_client import call, environ_for
+from tests.wsgi_client import Body, call, environ_for
 
 ROUTES = ["/hello", "/db", "/stream", "/items/2/", "/deferred", "/cached", "/download",
           "/boom", "/missing", "/t/slow-close"]  # fmt: skip
@@ -32,24 +31,6 @@ def test_responses_are_byte_identical(make_inprocess: Any, path: str) -> None:
     bare = WSGIHandler()
     traced = make_inprocess().app
     assert _comparable(call(traced, path)) == _comparable(call(bare, path))
-
-
-class Body:
-    """An iterable that counts close() calls and can fail on demand."""
-
-    def __init__(self, chunks: list[bytes], fail_at: int | None = None) -> None:
-        self.chunks = chunks
-        self.fail_at = fail_at
-        self.closed = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for i, chunk in enumerate(self.chunks):
-            if i == self.fail_at:
-                raise ValueError("mid-stream failure")
-            yield chunk
-
-    def close(self) -> None:
-        self.closed += 1
 
 
 def _generic(body: Body) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -58,3 +59,26 @@ def call(app: Any, path: str = "/", **kwargs: Any) -> Result:
         if hasattr(iterable, "close"):
             iterable.close()
     return Result(seen["status"], seen["headers"], body, exc_info=seen["exc_info"])
+
+
+class Body:
+    """A response iterable that counts close() calls and can fail on demand:
+    mid-stream (``fail_at``) or in ``close()`` (``close_error``)."""
+
+    def __init__(self, chunks: list[Any], fail_at: int | None = None,
+                 close_error: Exception | None = None) -> None:  # fmt: skip
+        self.chunks = chunks
+        self.fail_at = fail_at
+        self.close_error = close_error
+        self.closed = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for i, chunk in enumerate(self.chunks):
+            if i == self.fail_at:
+                raise ValueError("mid-stream failure")
+            yield chunk
+
+    def close(self) -> None:
+        self.closed += 1
+        if self.close_error is not None:
+            raise self.close_error

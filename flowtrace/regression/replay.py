@@ -61,7 +61,7 @@ class ProfiledApp(FlowTrace):
         method, _ = method_of(tl.request)
         status = status_code_of(tl.status) or (500 if tl.exc is not None else 0)
         return Sample(
-            route=f"{method} {route_of(tl, tree)}",
+            route=f"{method} {route_of(tl, tree.resolved)}",
             status=status,
             wall_ns=tree.root.duration,
             cpu_ns=cpu_ns,
