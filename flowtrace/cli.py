@@ -38,12 +38,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from flowtrace.progress import terminal
     from flowtrace.regression import bench, remote, results, scenario, workers
 
     spec = scenario.load(args.scenario)
     if args.rounds is not None:
         spec = scenario.with_rounds(spec, args.rounds)
-    progress = bench.progress_stream()
+    progress = terminal()
     outputs = [args.output]
     if args.url:
         produced = [remote.run_against(args.url, spec, progress)]

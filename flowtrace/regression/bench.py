@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import gc
 import statistics
-import sys
 from collections import defaultdict
-from typing import Any, TextIO
+from typing import Any
 
 from flowtrace.regression import calibration
 from flowtrace.regression.replay import ProfiledApp, Sample, load_application, run_request
@@ -19,27 +18,6 @@ from flowtrace.regression.results import CPU, REQUEST, new_result
 from flowtrace.regression.scenario import RequestSpec, Scenario
 
 _CALIBRATIONS_PER_ROUND = 10
-
-
-class Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, total: int, out: TextIO | None) -> None:
-        self.total, self.done, self.out = max(total, 1), 0, out
-        self._shown = -1
-
-    def step(self) -> None:
-        self.done += 1
-        if self.out is None:
-            return
-        percent = self.done * 100 // self.total
-        if percent != self._shown:
-            self._shown = percent
-            bar = "#" * (percent * 30 // 100)
-            self.out.write(f"\r  [{bar:30}] {percent:3d}%  {self.done}/{self.total}")
-            if self.done >= self.total:
-                self.out.write("\n")
-            self.out.flush()
 
 
 def schedule(requests: tuple[RequestSpec, ...]) -> list[RequestSpec]:
@@ -143,7 +121,3 @@ def merge(into: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
         for status, n in entry["status"].items():
             target["status"][status] = target["status"].get(status, 0) + n
     return into
-
-
-def progress_stream() -> TextIO | None:
-    return sys.stderr if sys.stderr.isatty() else None

@@ -10,7 +10,6 @@ templates, cache calls) are deterministic, so they are compared exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from statistics import median, median_low
 from typing import Any
@@ -103,24 +102,15 @@ def speed_factor(baseline: dict[str, Any], current: dict[str, Any]) -> float | N
     return float(median(cur) / median(base))
 
 
-Scaler = Callable[[dict[str, Any], list[float]], list[float]]
-
-
-def _scaler(result: dict[str, Any], reference: float, fallback: float) -> Scaler:
-    """Divide each sample by the speed of the process (segment) that measured it.
-
-    One disturbed process then corrects itself, instead of skewing a whole side;
-    files without segments fall back to one factor for the whole side.
-    """
-    segments = result.get("segment_calibration_ns") or []
-
-    def scale(entry: dict[str, Any], values: list[float]) -> list[float]:
-        index = entry.get("segment")
-        if segments and index and len(index) == len(values):
-            return [v * reference / segments[i] for v, i in zip(values, index, strict=True)]
-        return [v * fallback for v in values]
-
-    return scale
+def _normalised(values: list[float], entry: dict[str, Any], segments: list[float],
+                reference: float, fallback: float) -> list[float]:  # fmt: skip
+    """Each sample divided by the speed of the process (segment) that measured it,
+    relative to ``reference``, so that one disturbed process corrects itself instead
+    of skewing a whole side; without segments, one ``fallback`` factor for the side."""
+    index = entry.get("segment")
+    if segments and index and len(index) == len(values):
+        return [v * reference / segments[i] for v, i in zip(values, index, strict=True)]
+    return values if fallback == 1.0 else [v * fallback for v in values]
 
 
 def compare(
@@ -133,21 +123,22 @@ def compare(
 ) -> Comparison:
     """Compare two loaded result files (see ``results.load``).
 
-    With ``normalise``, the current side's timings are divided by the speed
-    factor of the machine between the two runs (see ``bench.calibration_ns``).
+    With ``normalise``, results that were not measured as a pair have the
+    machine's speed divided out, per process where the files say which process
+    measured what (see ``flowtrace.regression.calibration``).
     """
     out = Comparison(*names)
     out.paired = bool(baseline.get("pair_id")) and baseline.get("pair_id") == current.get("pair_id")
     factor = speed_factor(baseline, current) if normalise and not out.paired else None
     out.speed_factor = factor
-    base_segments = baseline.get("segment_calibration_ns") or []
-    if factor and base_segments and current.get("segment_calibration_ns"):
+    base_segments: list[float] = []
+    cur_segments: list[float] = []
+    reference = 1.0
+    if factor and baseline.get("segment_calibration_ns") and current.get("segment_calibration_ns"):
+        base_segments = baseline["segment_calibration_ns"]
+        cur_segments = current["segment_calibration_ns"]
         reference = median(base_segments)
-        scale_base = _scaler(baseline, reference, 1.0)
-        scale_cur = _scaler(current, reference, 1 / factor)
-    else:
-        scale_base = _scaler({}, 1.0, 1.0)
-        scale_cur = _scaler({}, 1.0, 1 / factor if factor else 1.0)
+    cur_fallback = 1 / factor if factor else 1.0
     base_routes, cur_routes = baseline["routes"], current["routes"]
     for route in sorted(set(base_routes) ^ set(cur_routes)):
         side, name = (ONLY_BASELINE, names[0]) if route in base_routes else (ONLY_CURRENT, names[1])
@@ -164,8 +155,10 @@ def compare(
         b, c = base_routes[route], cur_routes[route]
         for metric in sorted(set(b["timings_ns"]) | set(c["timings_ns"]), key=_metric_order):
             rel, abs_ms = thresholds.for_metric(route, metric)
-            base_values = scale_base(b, b["timings_ns"].get(metric) or [0])
-            cur_values = scale_cur(c, c["timings_ns"].get(metric) or [0])
+            base_values = _normalised(b["timings_ns"].get(metric) or [0], b, base_segments,
+                                      reference, 1.0)  # fmt: skip
+            cur_values = _normalised(c["timings_ns"].get(metric) or [0], c, cur_segments,
+                                     reference, cur_fallback)  # fmt: skip
             out.rows.append(timing_row(route, metric, base_values, cur_values, rel, abs_ms))
         for metric in COUNTS:
             if metric in b.get("counts", {}) and metric in c.get("counts", {}):

@@ -8,11 +8,13 @@ terminal summary (``terminal``) and one self-contained HTML file (``html``).
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowtrace.progress import Progress
 from flowtrace.regression import InputError
 from flowtrace.regression import results as bench_results
 from flowtrace.report.spans import SpanReport
@@ -38,26 +40,15 @@ def _is_span_file(path: str) -> bool:
     raise InputError(f"{path}: empty file")
 
 
-def progress_bar(label: str) -> Callable[[int, int], None]:
-    """A byte-progress bar on stderr (the caller decides when to show it)."""
-
-    def show(done: int, size: int) -> None:
-        percent = done * 100 // max(size, 1)
-        bar = "#" * (percent * 30 // 100)
-        end = "\n" if done >= size else ""
-        sys.stderr.write(f"\r{label} [{bar:30}] {percent:3d}% {done >> 20}/{size >> 20} MiB{end}")
-        sys.stderr.flush()
-
-    return show
-
-
 def load(paths: Sequence[str], progress: bool) -> Inputs:
     """Read span files (streamed) and bench result files; InputError on bad input."""
     inputs = Inputs()
     for path in paths:
         if _is_span_file(path):
             try:
-                inputs.spans.read(path, progress_bar(path) if progress else None)
+                bar = Progress(os.path.getsize(path), sys.stderr if progress else None,
+                               f"{path} ", " MiB", 2**20)  # fmt: skip
+                inputs.spans.read(path, bar.update)
             except ValueError as exc:
                 raise InputError(f"{path}: {exc}") from None
             inputs.span_files.append(path)

@@ -141,8 +141,8 @@ class SpanReport:
         self.incomplete = 0
         self._open: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
 
-    def read(self, path: str, progress: Callable[[int, int], None] | None = None) -> None:
-        """Stream one file; ``progress(bytes_read, size)`` is called now and then."""
+    def read(self, path: str, progress: Callable[[int], None] | None = None) -> None:
+        """Stream one file; ``progress(bytes_read)`` is called now and then."""
         size = os.path.getsize(path)
         done = 0
         with open(path, encoding="utf-8") as handle:
@@ -157,11 +157,11 @@ class SpanReport:
                     for span in batch:
                         self._add(span)
                 if progress is not None and number % 200 == 0:
-                    progress(done, size)
+                    progress(done)
         while self._open:
             self._finish(self._open.popitem(last=False)[1])
         if progress is not None:
-            progress(size, size)
+            progress(size)
 
     def _add(self, span: dict[str, Any]) -> None:
         self.spans += 1
