@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import median, median_low
 from typing import TYPE_CHECKING, Any
@@ -156,20 +158,17 @@ class FlowTraceClient:
         self._baseline.check(key, profile)
 
 
-class _django_test_connections:  # noqa: N801 - used as a context manager
+@contextmanager
+def _django_test_connections() -> Iterator[None]:
     """As Django's test client: keep the test's DB connection across requests."""
+    from django.core import signals
+    from django.db import close_old_connections
 
-    def __enter__(self) -> None:
-        from django.core import signals
-        from django.db import close_old_connections
-
-        signals.request_started.disconnect(close_old_connections)
-        signals.request_finished.disconnect(close_old_connections)
-
-    def __exit__(self, *exc: object) -> None:
-        from django.core import signals
-        from django.db import close_old_connections
-
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
         signals.request_started.connect(close_old_connections)
         signals.request_finished.connect(close_old_connections)
 
