@@ -124,9 +124,11 @@ def _grow(source: Path, target: Path, size: int) -> int:
     return copies
 
 
-_PEAK_RSS = "import resource, sys; from flowtrace.cli import main; code = main(sys.argv[1:]); " \
-    "print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); " \
-    "sys.exit(code)"  # fmt: skip
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a child
+# spawned from a big pytest process would report pytest's peak instead of its own.
+_PEAK_RSS = "import re, sys; from flowtrace.cli import main; code = main(sys.argv[1:]); " \
+    "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); " \
+    "print('maxrss_kb', hwm, file=sys.stderr); sys.exit(code)"  # fmt: skip
 
 
 def _report_rss(path: Path) -> tuple[int, str, str]:
