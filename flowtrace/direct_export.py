@@ -9,14 +9,67 @@ Sampling and ids still come from the tracer provider.
 
 from __future__ import annotations
 
+import os
+import random
+import weakref
 from typing import Any
 
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+
 from flowtrace import semconv as sc
+from flowtrace.layout import Layout, Layouts, random_ids, swap_bytes
 from flowtrace.otlp_encode import SpanEncoder
 from flowtrace.otlp_http import OtlpHttpSender
+from flowtrace.timeline import Timeline
 from flowtrace.tree import Node
 
 _BATCH_SPANS = 512
+_IDS_PER_DRAW = 64
+_INVALID_SPAN_ID = bytes(8)
+
+
+class SpanIds:
+    """Span ids as 8-byte strings, for the encoder.
+
+    With the SDK's ``RandomIdGenerator`` (the default) ids are drawn 64 at a
+    time from the same ``random.getrandbits`` source: one call instead of one
+    per span (a request has ~20). Any other generator is called once per id,
+    in tree order. A forked child never reuses ids its parent had drawn.
+    """
+
+    def __init__(self, generator: IdGenerator) -> None:
+        self._generator = generator
+        self._batched = type(generator) is RandomIdGenerator
+        self._buffer = b""
+        self._next = 0
+        ref = weakref.ref(self)
+
+        def after_fork() -> None:
+            ids = ref()
+            if ids is not None:
+                ids._buffer, ids._next = b"", 0
+
+        os.register_at_fork(after_in_child=after_fork)
+
+    def block(self, count: int) -> list[int]:
+        """``count`` ids as ints whose little-endian bytes are the span ids (for
+        ``flowtrace.layout``), drawn in the same order as ``count`` calls."""
+        if self._batched:
+            return random_ids(count)
+        return [swap_bytes(self._generator.generate_span_id()) for _ in range(count)]
+
+    def __call__(self) -> bytes:
+        if not self._batched:
+            return self._generator.generate_span_id().to_bytes(8, "big")
+        start = self._next
+        if start >= len(self._buffer):
+            self._buffer = random.getrandbits(64 * _IDS_PER_DRAW).to_bytes(8 * _IDS_PER_DRAW, "big")
+            start = 0
+        self._next = start + 8
+        span_id = self._buffer[start : start + 8]
+        if span_id == _INVALID_SPAN_ID:  # as the SDK does: 0 is not a span id
+            return self()
+        return span_id
 
 
 class DirectSpanSink:
@@ -31,11 +84,14 @@ class DirectSpanSink:
         tracer = provider.get_tracer(sc.TRACER_NAME, __version__)
         self.sampler = tracer.sampler
         self.id_generator = tracer.id_generator
+        self._span_ids = SpanIds(tracer.id_generator)
         resource = tracer.resource
         self.encoder = SpanEncoder(dict(resource.attributes), sc.TRACER_NAME, __version__,
                                    resource.schema_url or "")  # fmt: skip
+        self.layouts = Layouts(self.encoder, self._span_ids.block)
         self.sender = sender or OtlpHttpSender()
         self._pending: list[bytes] = []
+        self._pending_spans = 0
         self._pending_requests = 0
         self.sent_spans = 0
         self.dropped_spans = 0
@@ -55,24 +111,50 @@ class DirectSpanSink:
             root, root_name, root_attrs, trace_id, root_span_id,
             parent.span_id if parent is not None else None,
             parent is not None and parent.is_remote, wall_offset,
-            self.id_generator.generate_span_id, trace_state, status, events,
+            self._span_ids, trace_state, status, events,
         )  # fmt: skip
-        self._pending.extend(spans)
-        self._pending_requests += 1
-        if len(self._pending) >= _BATCH_SPANS:
-            self.send_pending()
+        self._add(spans, len(spans))
         return len(spans)
+
+    def emit_layout(
+        self, layout: Layout, slots: list[int], tl: Timeline, bounds: tuple[int, int],
+        root_name: str, root_attrs: dict[str, Any], status: tuple[int, str],
+        exception: dict[str, str] | None,
+    ) -> int:  # fmt: skip
+        """Like ``emit``, for a request whose shape has a learned layout;
+        ``bounds`` are the root's start and end (perf counter)."""
+        parent = tl.parent
+        offset = tl.wall_offset
+        start, end = bounds
+        events: tuple[tuple[str, int, dict[str, str]], ...] = ()
+        if exception is not None:
+            events = (("exception", end + offset, exception),)
+        root = self.encoder.root_span(
+            tl.trace_id, tl.span_id, parent.span_id if parent is not None else None,
+            parent is not None and parent.is_remote, root_name, start + offset, end + offset,
+            root_attrs, "", status, events,
+        )  # fmt: skip
+        self._add([root, *self.layouts.encode(layout, tl, slots)], 1 + layout.spans)
+        return 1 + layout.spans
+
+    def _add(self, encoded: list[bytes], spans: int) -> None:
+        self._pending.extend(encoded)
+        self._pending_spans += spans
+        self._pending_requests += 1
+        if self._pending_spans >= _BATCH_SPANS:
+            self.send_pending()
 
     def send_pending(self) -> None:
         """Send what is buffered (the pipeline calls this after each drain)."""
         if not self._pending:
             return
-        spans, self._pending = self._pending, []
+        encoded, self._pending = self._pending, []
+        spans, self._pending_spans = self._pending_spans, 0
         requests, self._pending_requests = self._pending_requests, 0
-        if self.sender.send(self.encoder.request(spans)):
-            self.sent_spans += len(spans)
+        if self.sender.send(self.encoder.request(encoded)):
+            self.sent_spans += spans
         else:
-            self.dropped_spans += len(spans)
+            self.dropped_spans += spans
             self.dropped_requests += requests
 
     def prepare_exit(self, budget: float) -> None:

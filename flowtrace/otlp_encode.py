@@ -155,7 +155,7 @@ class SpanEncoder:
         resource_spans = self._resource_field + field(2, scope_spans) + self._resource_schema
         return field(1, resource_spans)
 
-    def _static_tail(
+    def static_tail(
         self, name: str, attributes: StaticAttrs, flags: int, trace_state: str
     ) -> bytes:
         """Name, kind, attributes, (empty) status and flags of an internal span: the
@@ -175,34 +175,45 @@ class SpanEncoder:
         attributes.tail = (key, tail)
         return tail
 
+    def root_span(
+        self, trace_id: int, span_id: int, parent_span_id: int | None, remote_parent: bool,
+        name: str, start: int, end: int, attributes: Mapping[str, Any], trace_state: str,
+        status: tuple[int, str], events: Sequence[tuple[str, int, Mapping[str, Any]]],
+    ) -> bytes:  # fmt: skip
+        """The SERVER span of a request (its times already in epoch ns)."""
+        parent = parent_span_id.to_bytes(8, "big") if parent_span_id else None
+        flags = FLAGS_REMOTE_PARENT if remote_parent else FLAGS_LOCAL_PARENT
+        return self.span(trace_id.to_bytes(16, "big"), span_id.to_bytes(8, "big"), parent, name,
+                         SPAN_KIND_SERVER, start, end, attributes, flags, trace_state, status,
+                         events)  # fmt: skip
+
     def tree(
         self, root: Node, root_name: str, root_attrs: Mapping[str, Any], trace_id: int,
         root_span_id: int, parent_span_id: int | None, remote_parent: bool,
-        wall_offset: int, new_span_id: Callable[[], int], trace_state: str = "",
+        wall_offset: int, new_span_id: Callable[[], bytes], trace_state: str = "",
         status: tuple[int, str] = (STATUS_UNSET, ""),
         events: Sequence[tuple[str, int, Mapping[str, Any]]] = (),
     ) -> list[bytes]:  # fmt: skip
         """All spans of one request: the SERVER root, then every stage node.
 
-        ``wall_offset`` turns the nodes' perf-counter times into epoch ns.
+        ``wall_offset`` turns the nodes' perf-counter times into epoch ns;
+        ``new_span_id`` returns 8 big-endian bytes per call, in tree order.
         """
         ids_prefix = b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08"
         root_id = root_span_id.to_bytes(8, "big")
-        parent = parent_span_id.to_bytes(8, "big") if parent_span_id else None
-        root_flags = FLAGS_REMOTE_PARENT if remote_parent else FLAGS_LOCAL_PARENT
-        start, end = root.start + wall_offset, root.end + wall_offset
         out = [
-            self.span(ids_prefix[2:18], root_id, parent, root_name, SPAN_KIND_SERVER, start, end,
-                      root_attrs, root_flags, trace_state, status, events)
+            self.root_span(trace_id, root_span_id, parent_span_id, remote_parent, root_name,
+                           root.start + wall_offset, root.end + wall_offset, root_attrs,
+                           trace_state, status, events)
         ]  # fmt: skip
         times = _TIMES
         todo = [(child, root_id) for child in root.children]
         while todo:
             node, parent_id = todo.pop()
-            span_id = new_span_id().to_bytes(8, "big")
+            span_id = new_span_id()
             attrs = node.attrs
             if type(attrs) is StaticAttrs:
-                tail = self._static_tail(node.name, attrs, FLAGS_LOCAL_PARENT, trace_state)
+                tail = self.static_tail(node.name, attrs, FLAGS_LOCAL_PARENT, trace_state)
                 body = b"".join((ids_prefix, span_id, b"\x22\x08", parent_id,
                                  times(0x39, node.start + wall_offset, 0x41,
                                        node.end + wall_offset), tail))  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Any
 
 from flowtrace import semconv as sc
 from flowtrace.config import Config
+from flowtrace.layout import Layouts, shape_key, slots_of
 from flowtrace.otel import MetricSink, exemplar_for
 from flowtrace.queue_time import queue_ns
 from flowtrace.request_info import method_of, queue_header, root_attributes
@@ -21,6 +22,11 @@ from flowtrace.shape import count_spans, shape_middleware
 from flowtrace.timeline import Timeline
 from flowtrace.totals import stage_totals
 from flowtrace.tree import build
+
+
+def _plain_trace_state(tl: Timeline) -> bool:
+    """No propagated ``tracestate`` (learned layouts encode an empty one)."""
+    return tl.parent is None or not tl.parent.trace_state
 
 
 def status_code_of(status: str | None) -> int:
@@ -77,6 +83,10 @@ class Recorder:
         self.cfg = cfg
         self.spans = spans
         self.metrics = metrics
+        # Replaying learned shapes needs the direct encoder and the full-detail tree
+        # as the spans (halves); per-middleware metrics still need the tree itself.
+        replayable = cfg.middleware_spans == "halves" and not cfg.metrics_per_middleware
+        self.layouts: Layouts | None = getattr(spans, "layouts", None) if replayable else None
 
     def __call__(self, tl: Timeline) -> None:
         cfg = self.cfg
@@ -97,7 +107,29 @@ class Recorder:
                 self._record(route, method, status_code, totals, None, duration, queries,
                              ttfb, error_type, None)  # fmt: skip
             return
+        layouts = self.layouts
+        key = slots = layout = None
+        if keep is not None and layouts is not None and _plain_trace_state(tl):
+            key = shape_key(tl, queue)
+            if key is not None:
+                slots = slots_of(tl, queue)
+                layout = layouts.find(key, slots)
+        if layout is not None and slots is not None and keep is not None:  # seen: replay it
+            route = route_of(tl, layout.resolved)
+            queries = layout.queries
+            if self.metrics is not None:
+                self._record(route, method, status_code, layout.stage_totals(slots), None,
+                             duration, queries, ttfb, error_type,
+                             exemplar_for(tl.trace_id, tl.span_id, tl.wall_ns))  # fmt: skip
+            name, attrs, status, exception = self._root(tl, route, method, status_code,
+                                                        error_type, queries, keep, ttfb,
+                                                        layout.spans)  # fmt: skip
+            self.spans.emit_layout(layout, slots, tl, (root_start, root_start + duration), name,
+                                   attrs, status, exception)  # fmt: skip
+            return
         tree = build(tl, cfg, queue)
+        if layouts is not None and slots is not None:
+            layouts.learn(key, tree, slots)
         route = route_of(tl, tree.resolved)
         queries = tree.count(sc.DB)
         if self.metrics is not None:
@@ -109,7 +141,19 @@ class Recorder:
             return
         root = tree.root
         shape_middleware(tree, cfg.middleware_spans)
-        attrs = root_attributes(tl.request, cfg)
+        # halves: every node is a span; other levels merged or dropped some
+        spans = len(tree.nodes) if cfg.middleware_spans == "halves" else count_spans(root)
+        name, attrs, status, exception = self._root(tl, route, method, status_code, error_type,
+                                                    queries, keep, ttfb, spans)  # fmt: skip
+        self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent),
+                        tl.wall_offset, status, exception)  # fmt: skip
+
+    def _root(
+        self, tl: Timeline, route: str, method: str, status_code: int, error_type: str | None,
+        queries: int, keep: str, ttfb: int | None, spans: int,
+    ) -> tuple[str, dict[str, Any], tuple[int, str], dict[str, str] | None]:  # fmt: skip
+        """The SERVER span's name, attributes, status and exception event."""
+        attrs = root_attributes(tl.request, self.cfg)
         attrs[sc.HTTP_ROUTE] = route
         if status_code:
             attrs[sc.HTTP_STATUS] = status_code
@@ -117,15 +161,12 @@ class Recorder:
             attrs[sc.ERROR_TYPE] = error_type
         attrs[sc.ATTR_DB_QUERY_COUNT] = queries
         attrs[sc.ATTR_KEPT] = keep
-        # halves: every node is a span; other levels merged or dropped some
-        spans = len(tree.nodes) if cfg.middleware_spans == "halves" else count_spans(root)
         attrs[sc.ATTR_SPAN_COUNT] = 1 + spans
         if ttfb is not None:
             attrs[sc.ATTR_TTFB] = ttfb / 1e9
         name = f"{method if method != sc.OTHER_METHOD else 'HTTP'} {route}"
         status, exception = root_outcome(error_of(tl), status_code)
-        self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent),
-                        tl.wall_offset, status, exception)  # fmt: skip
+        return name, attrs, status, exception
 
     def _record(
         self, route: str, method: str, status_code: int, totals: dict[str, int],

@@ -108,6 +108,35 @@ class Tree:
         return sum(1 for node in self.nodes if node.stage == stage)
 
 
+class _LayerLabels:
+    """Names and shared attributes of one middleware's nodes, made once per path."""
+
+    __slots__ = ("request", "response", "request_attrs", "response_attrs", "short_attrs")
+
+    def __init__(self, path: str) -> None:
+        short = path.rsplit(".", 1)[-1]
+        stage = (sc.ATTR_STAGE, sc.MIDDLEWARE)
+        mw = (sc.ATTR_MIDDLEWARE, path)
+        self.request = f"{short} request"
+        self.response = f"{short} response"
+        self.request_attrs = static(stage, mw, (sc.ATTR_MIDDLEWARE_HALF, _HALF_REQUEST))
+        self.response_attrs = static(stage, mw, (sc.ATTR_MIDDLEWARE_HALF, _HALF_RESPONSE))
+        self.short_attrs = static(stage, mw, (sc.ATTR_MIDDLEWARE_HALF, _HALF_REQUEST),
+                                  (sc.ATTR_SHORT_CIRCUIT, True))  # fmt: skip
+
+
+_labels_cache: dict[str, _LayerLabels] = {}
+
+
+def _labels(path: str) -> _LayerLabels:
+    labels = _labels_cache.get(path)
+    if labels is None:
+        if len(_labels_cache) >= _STATIC_LIMIT:
+            _labels_cache.clear()
+        labels = _labels_cache[path] = _LayerLabels(path)
+    return labels
+
+
 def _layer_nodes(layers: list[tuple[int, int, int]], names: tuple[str, ...]) -> list[Node]:
     """Split nested middleware layer intervals into request and response halves."""
     layers.sort()
@@ -116,20 +145,14 @@ def _layer_nodes(layers: list[tuple[int, int, int]], names: tuple[str, ...]) -> 
     for i, (t0, t1, index) in enumerate(layers):
         if index == 0:  # Django's _get_response: its own time is setup
             continue
-        path = names[index] if index < len(names) else "?"
-        short = path.rsplit(".", 1)[-1]
-        stage = (sc.ATTR_STAGE, sc.MIDDLEWARE)
-        mw = (sc.ATTR_MIDDLEWARE, path)
+        labels = _labels(names[index] if index < len(names) else "?")
         if i < last and layers[i + 1][0] >= t0 and layers[i + 1][1] <= t1:
             inner = layers[i + 1]
-            request = static(stage, mw, (sc.ATTR_MIDDLEWARE_HALF, _HALF_REQUEST))
-            response = static(stage, mw, (sc.ATTR_MIDDLEWARE_HALF, _HALF_RESPONSE))
-            nodes.append(Node(f"{short} request", sc.MIDDLEWARE, t0, inner[0], 1, request))
-            nodes.append(Node(f"{short} response", sc.MIDDLEWARE, inner[1], t1, 1, response))
+            nodes.append(Node(labels.request, sc.MIDDLEWARE, t0, inner[0], 1, labels.request_attrs))
+            nodes.append(Node(labels.response, sc.MIDDLEWARE, inner[1], t1, 1,
+                              labels.response_attrs))  # fmt: skip
         else:  # answered without calling the next layer
-            attrs = static(stage, mw, (sc.ATTR_MIDDLEWARE_HALF, _HALF_REQUEST),
-                           (sc.ATTR_SHORT_CIRCUIT, True))  # fmt: skip
-            nodes.append(Node(f"{short} request", sc.MIDDLEWARE, t0, t1, 1, attrs))
+            nodes.append(Node(labels.request, sc.MIDDLEWARE, t0, t1, 1, labels.short_attrs))
     return nodes
 
 
@@ -225,7 +248,7 @@ def build(tl: Timeline, cfg: Config, queue: int | None) -> Tree:
     nodes.append(Node("django" if django else "app", app_stage, tl.t_call, tl.t_return, 0,
                       static((sc.ATTR_STAGE, app_stage))))  # fmt: skip
     if tl.t_close_start:
-        nodes.append(_streaming_node(tl))
+        nodes.append(streaming_node(tl))
         nodes.append(Node("close", sc.CLOSE, tl.t_close_start, tl.t_close_end, 0,
                           static((sc.ATTR_STAGE, sc.CLOSE))))  # fmt: skip
     events = tl.events
@@ -254,7 +277,7 @@ def build(tl: Timeline, cfg: Config, queue: int | None) -> Tree:
     return Tree(root, nodes, resolved)
 
 
-def _streaming_node(tl: Timeline) -> Node:
+def streaming_node(tl: Timeline) -> Node:
     attrs: dict[str, Any] = {sc.ATTR_STAGE: sc.STREAMING, sc.ATTR_CLIENT_GONE: tl.client_gone}
     if tl.file_wrapper:
         attrs[sc.ATTR_FILE_WRAPPER] = True

@@ -19,7 +19,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from flowtrace import django_calls, django_hooks, providers, safety
+from flowtrace import django_calls, django_hooks, providers, safety, sampling
 from flowtrace.config import Config, load_config
 from flowtrace.direct_export import DirectSpanSink
 from flowtrace.otel import MetricSink, SpanSink
@@ -94,6 +94,7 @@ class FlowTrace:
             self._layer_names = django_hooks.instrument_handler(self.application)
             django_calls.install()
         self._spans = spans
+        self._root_sampled = sampling.root_decider(spans.sampler) if spans.enabled else None
         self._metrics = metrics
         self._header_keys = cfg.header_environ_keys
         self._route_resolver = cfg.route_resolver
@@ -159,11 +160,16 @@ class FlowTrace:
                     parent = candidate
             trace_id = parent.trace_id if parent else spans.id_generator.generate_trace_id()
             span_id = spans.id_generator.generate_span_id()
-            decision = spans.sampler.should_sample(parent_ctx, trace_id, "HTTP", SpanKind.SERVER)
-            sampled = decision.decision in _SAMPLED_DECISIONS
+            root_sampled = self._root_sampled
+            if root_sampled is not None and parent_ctx is None and not otel_context.get_current():
+                sampled, trace_state = root_sampled(trace_id), None  # a root: the fast path
+            else:
+                decision = spans.sampler.should_sample(parent_ctx, trace_id, "HTTP",
+                                                       SpanKind.SERVER)  # fmt: skip
+                sampled, trace_state = decision.decision in _SAMPLED_DECISIONS, decision.trace_state
             tl.trace_id, tl.span_id, tl.parent, tl.sampled = trace_id, span_id, parent, sampled
             span_ctx = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED,
-                                   decision.trace_state)  # fmt: skip
+                                   trace_state)  # fmt: skip
             ctx = trace.set_span_in_context(NonRecordingSpan(span_ctx), parent_ctx)
             return otel_context.attach(ctx)
         except Exception as exc:

@@ -91,3 +91,34 @@ def test_direct_encoding_equals_stock_encoding(mode: str) -> None:
     assert len(our_ss.spans) == len(stock_ss.spans) > 9 * len(PATHS)
     for span in our_ss.spans:
         assert span == by_id[span.span_id], span.name
+
+
+def test_batched_span_ids_are_distinct_nonzero_and_not_shared_with_a_fork() -> None:
+    import subprocess
+    import sys
+
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    from flowtrace.direct_export import SpanIds
+
+    ids = SpanIds(RandomIdGenerator())
+    drawn = [ids() for _ in range(1000)]  # more than one draw of 64
+    assert len(set(drawn)) == 1000
+    assert all(len(i) == 8 and i != bytes(8) for i in drawn)
+    counting = SpanIds(CountingIds())  # other generators: called once per id, in order
+    assert [counting() for _ in range(3)] == [n.to_bytes(8, "big") for n in (2, 3, 4)]
+    script = (
+        "import os\n"
+        "from opentelemetry.sdk.trace.id_generator import RandomIdGenerator\n"
+        "from flowtrace.direct_export import SpanIds\n"
+        "ids = SpanIds(RandomIdGenerator()); ids()\n"
+        "r, w = os.pipe()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.write(w, ids()); os._exit(0)\n"
+        "os.waitpid(pid, 0); print(os.read(r, 8).hex(), ids().hex())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    child, parent = done.stdout.split()
+    assert child != parent

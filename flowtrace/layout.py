@@ -1,0 +1,281 @@
+"""Replay the spans of a request shape seen before: no tree, one ``struct.pack``.
+
+Most requests of a route go through the same stages in the same order: the
+same middleware, the same resolver match, the same view, queries and
+templates. For a kept (exported) request, building its ``Node`` tree and
+encoding ~20 spans one by one is most of flowtrace's cost. So the second
+time a shape is seen, the tree that ``flowtrace.tree`` built for it is
+turned into a *layout*: which timestamp starts and ends each span, which
+span is whose parent, the stage totals as sums of timestamps, and the OTLP
+bytes of every span with holes for ids and times. A later request of that
+shape is encoded by filling the holes, in C.
+
+Sound by construction, not by hope: the tree builder only ever compares
+timestamps, so a request with the same events (kinds and payloads, the
+key) whose timestamps sort in the same strict order as the learned one
+gets exactly the same tree. Both are checked for every request; anything
+else (a new shape, ties, a propagated ``tracestate``) takes the general
+path. ``tests/test_layout.py`` compares the bytes of both paths.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from operator import itemgetter
+from struct import Struct
+from typing import Any
+
+from flowtrace import semconv as sc
+from flowtrace.otlp_encode import FLAGS_LOCAL_PARENT, SPAN_KIND_INTERNAL, SpanEncoder, varint
+from flowtrace.timeline import Timeline
+from flowtrace.tree import Node, StaticAttrs, Tree, streaming_node
+
+_MAX_LAYOUTS = 256
+_MAX_SEEN = 4096
+_event_key = itemgetter(0, 3)
+
+
+def swap_bytes(value: int) -> int:
+    """The int whose little-endian bytes are ``value``'s big-endian bytes."""
+    return int.from_bytes(value.to_bytes(8, "big"), "little")
+
+
+def shape_key(tl: Timeline, queue: int | None) -> Any:
+    """What a request went through, without the times (hashable, or None)."""
+    if not tl.t_close_start:
+        return None
+    return (bool(queue), tl.layer_names, tuple(map(_event_key, tl.events)))
+
+
+def slots_of(tl: Timeline, queue: int | None) -> list[int]:
+    """Every timestamp the tree can be built from, in a fixed order per shape."""
+    slots = [tl.t_call - queue] if queue else []
+    slots += (tl.t_call, tl.t_return, tl.t_close_start, tl.t_close_end)
+    for event in tl.events:
+        slots += event[1:3]
+    return slots
+
+
+class _Dynamic:
+    """A span whose attributes change per request (streaming: bytes, chunks)."""
+
+    __slots__ = ("position", "parent", "start", "end", "name")
+
+    def __init__(self, position: int, parent: int, start: int, end: int, name: str) -> None:
+        self.position, self.parent, self.start, self.end, self.name = (
+            position, parent, start, end, name)  # fmt: skip
+
+
+class Layout:
+    """One learned request shape; see the module docstring."""
+
+    __slots__ = ("_order", "_terms", "queries", "resolved", "spans", "_consts", "_segments")
+
+    def __init__(self, order: tuple[int, ...], terms: dict[str, tuple[tuple[int, int], ...]],
+                 queries: int, resolved: Any, spans: int, consts: list[bytes],
+                 segments: list[Any]) -> None:  # fmt: skip
+        self._order = itemgetter(*order)
+        self._terms = terms
+        self.queries = queries
+        self.resolved = resolved
+        self.spans = spans  # below the root
+        self._consts = consts
+        self._segments = segments
+
+    def fits(self, slots: list[int]) -> bool:
+        """Same strict order of timestamps as when learned: the same tree."""
+        ordered: tuple[int, ...] = self._order(slots)
+        return tuple(sorted(set(ordered))) == ordered
+
+    def stage_totals(self, slots: list[int]) -> dict[str, int]:
+        return {stage: sum(slots[i] * c for i, c in terms) for stage, terms in self._terms.items()}
+
+    def encode(self, encoder: SpanEncoder, tl: Timeline, slots: list[int], trace_id: bytes,
+               ids: list[int]) -> list[bytes]:  # fmt: skip
+        """The stage spans' bytes (root excluded); ``ids[0]`` is the root's id,
+        ``ids[k]`` the k-th span's, all as little-endian-ready ints."""
+        offset = tl.wall_offset
+        values = [trace_id, *ids, *[s + offset for s in slots], *self._consts]
+        out = []
+        for segment in self._segments:
+            if type(segment) is _Dynamic:
+                out.append(encoder.span(
+                    trace_id, ids[segment.position].to_bytes(8, "little"),
+                    ids[segment.parent].to_bytes(8, "little"), segment.name, SPAN_KIND_INTERNAL,
+                    slots[segment.start] + offset, slots[segment.end] + offset,
+                    streaming_node(tl).attrs, FLAGS_LOCAL_PARENT))  # fmt: skip
+            else:
+                pack, gather = segment
+                out.append(pack(*gather(values)))
+        return out
+
+
+def _nested_cleanly(root: Node) -> bool:
+    """Children inside their parent and apart from each other (so exclusive
+    times are plain sums, never clamped at zero)."""
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        edge = node.start
+        for child in node.children:
+            if child.start < edge or child.end > node.end or child.end < child.start:
+                return False
+            edge = child.end
+            todo.append(child)
+    return True
+
+
+def learn(tree: Tree, slots: list[int], encoder: SpanEncoder) -> Layout | None:
+    """The layout of a built tree, or None if it cannot be replayed exactly."""
+    index = {value: i for i, value in enumerate(slots)}
+    if len(index) != len(slots) or not _nested_cleanly(tree.root):
+        return None
+    root = tree.root
+    terms: dict[str, dict[int, int]] = {}
+    for node in tree.nodes:
+        if node.stage is None or node.start not in index or node.end not in index:
+            return None
+        coefficients = terms.setdefault(node.stage, {})
+        for child in (node, *node.children):
+            sign = 1 if child is node else -1
+            for value, c in ((child.end, sign), (child.start, -sign)):
+                if value not in index:
+                    return None
+                slot = index[value]
+                coefficients[slot] = coefficients.get(slot, 0) + c
+    order = tuple(sorted(range(len(slots)), key=slots.__getitem__))
+    encoded = _span_recipe(root, index, encoder)
+    if encoded is None:
+        return None
+    consts, segments, spans = encoded
+    return Layout(
+        order,
+        {stage: tuple((i, c) for i, c in cs.items() if c) for stage, cs in terms.items()},
+        sum(1 for node in tree.nodes if node.stage == sc.DB),
+        tree.resolved,
+        spans,
+        consts,
+        segments,
+    )  # fmt: skip
+
+
+def _span_recipe(
+    root: Node, index: dict[int, int], encoder: SpanEncoder
+) -> tuple[list[bytes], list[Any], int] | None:
+    """Walk the tree in the encoder's order; write each span as bytes with holes.
+
+    The values a request fills in are laid out as ``[trace id, root id, span
+    ids..., slots..., constants...]``; each run of static spans becomes one
+    ``Struct`` and an ``itemgetter`` over that list.
+    """
+    order: list[tuple[Node, int]] = []  # (node, parent position); the root is 0
+    todo = [(child, 0) for child in root.children]
+    while todo:
+        node, parent = todo.pop()
+        order.append((node, parent))
+        todo.extend((child, len(order)) for child in node.children)
+    spans = len(order)
+    first_slot = 2 + spans
+    first_const = first_slot + len(index)
+    consts: list[bytes] = []
+    segments: list[Any] = []
+    fmt: list[str] = []
+    holes: list[int] = []
+    pending = b""
+
+    def flush_constant() -> None:
+        nonlocal pending
+        if pending:
+            fmt.append(f"{len(pending)}s")
+            holes.append(first_const + len(consts))
+            consts.append(pending)
+            pending = b""
+
+    def hole(kind: str, position: int) -> None:
+        flush_constant()
+        fmt.append(kind)
+        holes.append(position)
+
+    def close_segment() -> None:
+        flush_constant()
+        if holes:
+            segments.append((Struct("<" + "".join(fmt)).pack, itemgetter(*holes)))
+        fmt.clear()
+        holes.clear()
+
+    for position, (node, parent) in enumerate(order, start=1):
+        if node.stage == sc.STREAMING and type(node.attrs) is not StaticAttrs:
+            close_segment()
+            segments.append(_Dynamic(position, parent, index[node.start], index[node.end],
+                                     node.name))  # fmt: skip
+            continue
+        if type(node.attrs) is not StaticAttrs:
+            return None
+        tail = encoder.static_tail(node.name, node.attrs, FLAGS_LOCAL_PARENT, "")
+        size = 2 + 16 + 2 + 8 + 2 + 8 + 9 + 9 + len(tail)
+        pending += b"\x12" + varint(size) + b"\x0a\x10"
+        hole("16s", 0)
+        pending += b"\x12\x08"
+        hole("Q", 1 + position)
+        pending += b"\x22\x08"
+        hole("Q", 1 + parent)
+        pending += b"\x39"
+        hole("Q", first_slot + index[node.start])
+        pending += b"\x41"
+        hole("Q", first_slot + index[node.end])
+        pending += tail
+    close_segment()
+    return consts, segments, spans
+
+
+class Layouts:
+    """The learned layouts of one recorder (bounded), and the ids to fill them."""
+
+    def __init__(self, encoder: SpanEncoder, span_ids: Callable[[int], list[int]]) -> None:
+        self.encoder = encoder
+        self._span_ids = span_ids
+        self._layouts: dict[Any, Layout | None] = {}
+        self._seen: set[Any] = set()
+
+    def find(self, key: Any, slots: list[int]) -> Layout | None:
+        if key is None:
+            return None
+        try:
+            layout = self._layouts.get(key)
+        except TypeError:  # an unhashable payload
+            return None
+        if layout is not None and layout.fits(slots):
+            return layout
+        return None
+
+    def learn(self, key: Any, tree: Tree, slots: list[int]) -> None:
+        """Learn a shape the second time it is seen (once is not a pattern)."""
+        if key is None:
+            return
+        try:
+            if key in self._layouts:
+                return
+            if key not in self._seen:
+                if len(self._seen) >= _MAX_SEEN:
+                    self._seen.clear()
+                self._seen.add(key)
+                return
+        except TypeError:
+            return
+        if len(self._layouts) >= _MAX_LAYOUTS:
+            self._layouts.clear()
+        self._layouts[key] = learn(tree, slots, self.encoder)
+
+    def encode(self, layout: Layout, tl: Timeline, slots: list[int]) -> list[bytes]:
+        ids = [swap_bytes(tl.span_id), *self._span_ids(layout.spans)]
+        return layout.encode(self.encoder, tl, slots, tl.trace_id.to_bytes(16, "big"), ids)
+
+
+def random_ids(count: int) -> list[int]:
+    """``count`` non-zero random 64-bit span ids (as little-endian-ready ints)."""
+    drawn = random.getrandbits(64 * count).to_bytes(8 * count, "little")
+    ids = list(Struct(f"<{count}Q").unpack(drawn))
+    while 0 in ids:
+        ids[ids.index(0)] = random.getrandbits(64)
+    return ids
