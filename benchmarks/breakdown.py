@@ -41,6 +41,13 @@ def _per_request(run: Callable[[], None], count: int) -> float:
     return (time.process_time_ns() - t0) / count / 1e3
 
 
+def _per_item(run: Callable[[Any], object], items: list[Any]) -> float:
+    t0 = time.process_time_ns()
+    for item in items:
+        run(item)
+    return (time.process_time_ns() - t0) / len(items) / 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--route", default="/hello")
@@ -111,71 +118,64 @@ def _measure(route: str, blocks: int, count: int) -> None:
     def add(name: str, value: float) -> None:
         parts.setdefault(name, []).append(value)
 
+    metrics = traced._metrics
+    assert metrics is not None
+    base = ((sc.HTTP_ROUTE, route), (sc.HTTP_METHOD, "GET"), (sc.HTTP_STATUS, 200))
+    layouts = recorder.layouts
+
+    def record(tree: Any) -> None:
+        metrics.record(base, tree.stage_totals(), None, 1000, 0, 500, None, None)
+
+    def emit(pair: tuple[Any, Any]) -> None:
+        tree, tl = pair
+        shape_middleware(tree, cfg.middleware_spans)
+        attrs = root_attributes(tl.request, cfg)
+        attrs[sc.HTTP_ROUTE] = route
+        spans.emit(tree.root, f"GET {route}", attrs, (tl.trace_id, tl.span_id, None),
+                   tl.wall_offset, (0, ""), None)  # fmt: skip
+
+    def general(tl: Any) -> None:
+        recorder.layouts = None
+        try:
+            recorder(tl)
+        finally:
+            recorder.layouts = layouts
+
+    send = spans.send_pending
     gc_counts = [0, 0]
     for _ in range(blocks):
-        gc.collect()
-        gc_before = gc.get_stats()[0]["collections"]
-        add("plain request", _per_request(plain_one, count))
-        gc_counts[0] += gc.get_stats()[0]["collections"] - gc_before
-        gc.collect()
-        gc_before = gc.get_stats()[0]["collections"]
-        add("traced request", _per_request(traced_one, count))
-        gc_counts[1] += gc.get_stats()[0]["collections"] - gc_before
+        for i, app_one in enumerate((plain_one, traced_one)):
+            gc.collect()
+            before = gc.get_stats()[0]["collections"]
+            add(("plain request", "traced request")[i], _per_request(app_one, count))
+            gc_counts[i] += gc.get_stats()[0]["collections"] - before
         timelines = list(pipeline._pending)
         pipeline._pending.clear()
-        replay = iter(timelines)
-        add("totals without a tree (unsampled path)",
-            _per_request(lambda: stage_totals(next(replay), None), count))  # fmt: skip
-        replay = iter(timelines)
-        trees = []
-        add("tree", _per_request(lambda: trees.append(build(next(replay), cfg, None)), count))
-        metrics = traced._metrics
-        assert metrics is not None
-        it = iter(trees)
-        base = ((sc.HTTP_ROUTE, "/hello"), (sc.HTTP_METHOD, "GET"), (sc.HTTP_STATUS, 200))
-
-        def record() -> None:
-            tree = next(it)
-            metrics.record(base, tree.stage_totals(), None, 1000, 0, 500, None, None)
-
-        add("metrics (stage totals + record)", _per_request(record, count))
-        it = iter(trees)
-        replay = iter(timelines)
-
-        def emit() -> None:
-            tree, tl = next(it), next(replay)
-            shape_middleware(tree, cfg.middleware_spans)
-            attrs = root_attributes(tl.request, cfg)
-            attrs[sc.HTTP_ROUTE] = "/hello"
-            spans.emit(tree.root, "GET /hello", attrs, (tl.trace_id, tl.span_id, None),
-                       tl.wall_offset, (0, ""), None)  # fmt: skip
-
-        send = spans.send_pending
-        spans.send_pending = lambda: None  # time the encoding on its own
-        add("spans: attributes + encode", _per_request(emit, count))
-        spans.send_pending = send
-        pending = spans._pending
+        add("unsampled: totals without a tree", _per_item(lambda tl: stage_totals(tl, None),
+                                                          timelines))  # fmt: skip
+        trees = [build(tl, cfg, None) for tl in timelines]
+        add("sampled, general path: tree", _per_item(lambda tl: build(tl, cfg, None), timelines))
+        add("sampled, general path: metrics", _per_item(record, trees))
+        spans.send_pending = lambda: None  # type: ignore[method-assign]
+        pairs = list(zip(trees, timelines, strict=True))
+        add("sampled, general path: span encoding", _per_item(emit, pairs))
+        spans.send_pending = send  # type: ignore[method-assign]
         t0 = time.process_time_ns()
-        spans._pending = pending
         spans.send_pending()
-        add("spans: OTLP request + HTTP send", (time.process_time_ns() - t0) / count / 1e3)
-        replay = iter(timelines)
-
-        def full() -> None:
-            recorder(next(replay))
-
-        add("recorder, whole (100 % sampled)", _per_request(full, count))
+        add("sampled: OTLP request + HTTP send", (time.process_time_ns() - t0) / count / 1e3)
+        add("recorder, sampled, general path", _per_item(general, timelines))
         spans.send_pending()
-        replay = iter(timelines)
+        add("recorder, sampled, replayed shape", _per_item(recorder, timelines))
+        spans.send_pending()
         for tl in timelines:
             tl.sampled = False
-        add("recorder, whole (not sampled)", _per_request(full, count))
+        add("recorder, not sampled", _per_item(recorder, timelines))
 
     print(f"route {route}, {blocks} blocks x {count} requests, CPU per request: median µs, and")
     print("median % of a plain Django request in the same block (steadier on a noisy machine)")
     print(f"Python {sys.version.split()[0]}, Django {django.get_version()}")
     plain_us = parts["plain request"]
-    parts["request thread overhead"] = [
+    parts["request thread: flowtrace's share"] = [
         t - p for t, p in zip(parts["traced request"], plain_us, strict=True)
     ]
     for name, values in parts.items():

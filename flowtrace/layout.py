@@ -27,9 +27,9 @@ from struct import Struct
 from typing import Any
 
 from flowtrace import semconv as sc
-from flowtrace.otlp_encode import FLAGS_LOCAL_PARENT, SPAN_KIND_INTERNAL, SpanEncoder, varint
+from flowtrace.otlp_encode import FLAGS_LOCAL_PARENT, SpanEncoder, static_span, varint
 from flowtrace.timeline import Timeline
-from flowtrace.tree import Node, StaticAttrs, Tree, streaming_node
+from flowtrace.tree import Node, StaticAttrs, Tree, streaming_attrs
 
 _MAX_LAYOUTS = 256
 _MAX_SEEN = 4096
@@ -58,7 +58,7 @@ def slots_of(tl: Timeline, queue: int | None) -> list[int]:
 
 
 class _Dynamic:
-    """A span whose attributes change per request (streaming: bytes, chunks)."""
+    """The streaming span: its attributes change per request (bytes, chunks)."""
 
     __slots__ = ("position", "parent", "start", "end", "name")
 
@@ -70,13 +70,13 @@ class _Dynamic:
 class Layout:
     """One learned request shape; see the module docstring."""
 
-    __slots__ = ("_order", "_terms", "queries", "resolved", "spans", "_consts", "_segments")
+    __slots__ = ("_order", "stage_totals", "queries", "resolved", "spans", "_consts", "_segments")
 
     def __init__(self, order: tuple[int, ...], terms: dict[str, tuple[tuple[int, int], ...]],
                  queries: int, resolved: Any, spans: int, consts: list[bytes],
                  segments: list[Any]) -> None:  # fmt: skip
         self._order = itemgetter(*order)
-        self._terms = terms
+        self.stage_totals: Callable[[list[int]], dict[str, int]] = _totals_function(terms)
         self.queries = queries
         self.resolved = resolved
         self.spans = spans  # below the root
@@ -88,27 +88,42 @@ class Layout:
         ordered: tuple[int, ...] = self._order(slots)
         return tuple(sorted(set(ordered))) == ordered
 
-    def stage_totals(self, slots: list[int]) -> dict[str, int]:
-        return {stage: sum(slots[i] * c for i, c in terms) for stage, terms in self._terms.items()}
-
     def encode(self, encoder: SpanEncoder, tl: Timeline, slots: list[int], trace_id: bytes,
                ids: list[int]) -> list[bytes]:  # fmt: skip
         """The stage spans' bytes (root excluded); ``ids[0]`` is the root's id,
         ``ids[k]`` the k-th span's, all as little-endian-ready ints."""
         offset = tl.wall_offset
         values = [trace_id, *ids, *[s + offset for s in slots], *self._consts]
+        prefix = b"\x0a\x10" + trace_id + b"\x12\x08"
         out = []
         for segment in self._segments:
-            if type(segment) is _Dynamic:
-                out.append(encoder.span(
-                    trace_id, ids[segment.position].to_bytes(8, "little"),
-                    ids[segment.parent].to_bytes(8, "little"), segment.name, SPAN_KIND_INTERNAL,
-                    slots[segment.start] + offset, slots[segment.end] + offset,
-                    streaming_node(tl).attrs, FLAGS_LOCAL_PARENT))  # fmt: skip
+            if type(segment) is _Dynamic:  # the streaming span
+                attrs = streaming_attrs(tl)
+                tail = encoder.static_tail(segment.name, attrs, FLAGS_LOCAL_PARENT, "")
+                out.append(static_span(
+                    prefix, ids[segment.position].to_bytes(8, "little"),
+                    ids[segment.parent].to_bytes(8, "little"), slots[segment.start] + offset,
+                    slots[segment.end] + offset, tail))  # fmt: skip
             else:
                 pack, gather = segment
                 out.append(pack(*gather(values)))
         return out
+
+
+def _totals_function(
+    terms: dict[str, tuple[tuple[int, int], ...]],
+) -> Callable[[list[int]], dict[str, int]]:
+    """``slots -> {stage: exclusive ns}`` as one compiled expression: the totals
+    are fixed sums and differences of timestamps, so no loop is needed."""
+    entries = []
+    for stage, stage_terms in terms.items():
+        expression = " ".join(f"{c:+d} * s[{i}]" for i, c in stage_terms) or "0"
+        entries.append(f"{stage!r}: {expression}")
+    # Generated from ints and the stage names of flowtrace.semconv only.
+    function: Callable[[list[int]], dict[str, int]] = eval(  # noqa: S307
+        compile(f"lambda s: {{{', '.join(entries)}}}", "<flowtrace.layout totals>", "eval")
+    )
+    return function
 
 
 def _nested_cleanly(root: Node) -> bool:
@@ -205,7 +220,7 @@ def _span_recipe(
         holes.clear()
 
     for position, (node, parent) in enumerate(order, start=1):
-        if node.stage == sc.STREAMING and type(node.attrs) is not StaticAttrs:
+        if node.stage == sc.STREAMING:  # its attributes change with the response
             close_segment()
             segments.append(_Dynamic(position, parent, index[node.start], index[node.end],
                                      node.name))  # fmt: skip

@@ -13,11 +13,12 @@ encoder's output for the same spans.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
 from struct import Struct
 from typing import Any
 
 from flowtrace.semconv import STATUS_UNSET
-from flowtrace.tree import Node, StaticAttrs
+from flowtrace.tree import Node, PrefixedAttrs, StaticAttrs
 
 _FIXED64 = Struct("<Q").pack
 _DOUBLE = Struct("<d").pack
@@ -74,6 +75,18 @@ def key_value(key: str, value: Any) -> bytes:
     return field(1, key.encode()) + field(2, any_value(value))
 
 
+def static_span(ids_prefix: bytes, span_id: bytes, parent_id: bytes, start: int, end: int,
+                tail: bytes) -> bytes:  # fmt: skip
+    """One internal span whose name, attributes and flags are the cached ``tail``;
+    ``ids_prefix`` is the trace id field plus the span id tag."""
+    body = b"".join((ids_prefix, span_id, b"\x22\x08", parent_id,
+                     _TIMES(0x39, start, 0x41, end), tail))  # fmt: skip
+    n = len(body)
+    if 0x80 <= n < 0x4000:  # the usual span size: a 2-byte length
+        return bytes((0x12, n & 0x7F | 0x80, n >> 7)) + body
+    return b"\x12" + varint(n) + body
+
+
 class SpanEncoder:
     """Encodes trees of flowtrace nodes into ``ExportTraceServiceRequest`` bytes."""
 
@@ -92,7 +105,7 @@ class SpanEncoder:
 
     def _attribute(self, key: str, value: Any) -> bytes:
         """A Span.attributes field (tag 9); cached for hashable scalar values."""
-        if isinstance(value, (list, dict)):
+        if isinstance(value, (list, dict, float)):  # floats rarely repeat: not cached
             return field(9, key_value(key, value))
         cache_key = (key, value)
         encoded = self._kv_cache.get(cache_key)
@@ -102,6 +115,14 @@ class SpanEncoder:
                 self._kv_cache.clear()
             self._kv_cache[cache_key] = encoded
         return encoded
+
+    def _encoded(self, attributes: StaticAttrs) -> bytes:
+        """The attributes' fields, encoded once and kept on the shared object."""
+        try:
+            return attributes.encoded
+        except AttributeError:
+            attributes.encoded = b"".join(self._attribute(k, v) for k, v in attributes.items())
+            return attributes.encoded
 
     def _name(self, name: str) -> bytes:
         encoded = self._name_cache.get(name)
@@ -127,12 +148,13 @@ class SpanEncoder:
             parts += (b"\x22\x08", parent_id)
         parts += (self._name(name), b"\x30", bytes((kind,)), b"\x39", _FIXED64(start),
                   b"\x41", _FIXED64(end))  # fmt: skip
-        if type(attributes) is StaticAttrs:
-            try:
-                parts.append(attributes.encoded)
-            except AttributeError:
-                attributes.encoded = b"".join(attr(k, v) for k, v in attributes.items())
-                parts.append(attributes.encoded)
+        kind_of_attrs = type(attributes)
+        if kind_of_attrs is StaticAttrs:
+            parts.append(self._encoded(attributes))  # type: ignore[arg-type]
+        elif kind_of_attrs is PrefixedAttrs:
+            prefix: StaticAttrs = attributes.prefix  # type: ignore[attr-defined]
+            parts.append(self._encoded(prefix))
+            parts.extend(attr(k, v) for k, v in islice(attributes.items(), len(prefix), None))
         else:
             parts.extend(attr(k, v) for k, v in attributes.items())
         for event_name, when, event_attrs in events:
@@ -206,7 +228,6 @@ class SpanEncoder:
                            root.start + wall_offset, root.end + wall_offset, root_attrs,
                            trace_state, status, events)
         ]  # fmt: skip
-        times = _TIMES
         todo = [(child, root_id) for child in root.children]
         while todo:
             node, parent_id = todo.pop()
@@ -214,14 +235,8 @@ class SpanEncoder:
             attrs = node.attrs
             if type(attrs) is StaticAttrs:
                 tail = self.static_tail(node.name, attrs, FLAGS_LOCAL_PARENT, trace_state)
-                body = b"".join((ids_prefix, span_id, b"\x22\x08", parent_id,
-                                 times(0x39, node.start + wall_offset, 0x41,
-                                       node.end + wall_offset), tail))  # fmt: skip
-                n = len(body)
-                if 0x80 <= n < 0x4000:  # the usual span size: a 2-byte length
-                    out.append(bytes((0x12, n & 0x7F | 0x80, n >> 7)) + body)
-                else:
-                    out.append(b"\x12" + varint(n) + body)
+                out.append(static_span(ids_prefix, span_id, parent_id, node.start + wall_offset,
+                                       node.end + wall_offset, tail))  # fmt: skip
             else:
                 out.append(self.span(ids_prefix[2:18], span_id, parent_id, node.name,
                                      SPAN_KIND_INTERNAL, node.start + wall_offset,

@@ -17,11 +17,13 @@ from flowtrace.config import Config
 from flowtrace.layout import Layouts, shape_key, slots_of
 from flowtrace.otel import MetricSink, exemplar_for
 from flowtrace.queue_time import queue_ns
-from flowtrace.request_info import method_of, queue_header, root_attributes
+from flowtrace.request_info import QUERY, REQUEST_START, method_of, queue_header, root_attributes
 from flowtrace.shape import count_spans, shape_middleware
 from flowtrace.timeline import Timeline
 from flowtrace.totals import stage_totals
-from flowtrace.tree import build
+from flowtrace.tree import PrefixedAttrs, StaticAttrs, build
+
+_ROOT_CACHE_LIMIT = 1024
 
 
 def _plain_trace_state(tl: Timeline) -> bool:
@@ -87,6 +89,8 @@ class Recorder:
         # as the spans (halves); per-middleware metrics still need the tree itself.
         replayable = cfg.middleware_spans == "halves" and not cfg.metrics_per_middleware
         self.layouts: Layouts | None = getattr(spans, "layouts", None) if replayable else None
+        self._root_cache: dict[tuple[Any, ...], StaticAttrs] = {}
+        self._query_ignored = 1 if cfg.capture_query == "off" else 0
 
     def __call__(self, tl: Timeline) -> None:
         cfg = self.cfg
@@ -153,7 +157,7 @@ class Recorder:
         queries: int, keep: str, ttfb: int | None, spans: int,
     ) -> tuple[str, dict[str, Any], tuple[int, str], dict[str, str] | None]:  # fmt: skip
         """The SERVER span's name, attributes, status and exception event."""
-        attrs = root_attributes(tl.request, self.cfg)
+        attrs = PrefixedAttrs(self._request_attributes(tl.request))
         attrs[sc.HTTP_ROUTE] = route
         if status_code:
             attrs[sc.HTTP_STATUS] = status_code
@@ -167,6 +171,18 @@ class Recorder:
         name = f"{method if method != sc.OTHER_METHOD else 'HTTP'} {route}"
         status, exception = root_outcome(error_of(tl), status_code)
         return name, attrs, status, exception
+
+    def _request_attributes(self, request: tuple[Any, ...]) -> StaticAttrs:
+        """``root_attributes`` of this request, shared with earlier requests that
+        said the same (bounded cache; the queue headers never matter here)."""
+        # the query string matters only when captured; queue headers never do
+        key = request[:REQUEST_START] + request[QUERY + self._query_ignored :]
+        attrs = self._root_cache.get(key)
+        if attrs is None:
+            if len(self._root_cache) >= _ROOT_CACHE_LIMIT:
+                self._root_cache.clear()
+            attrs = self._root_cache[key] = StaticAttrs(root_attributes(request, self.cfg))
+        return attrs
 
     def _record(
         self, route: str, method: str, status_code: int, totals: dict[str, int],

@@ -36,6 +36,20 @@ class StaticAttrs(dict[str, Any]):
     tail: tuple[Any, bytes]
 
 
+class PrefixedAttrs(dict[str, Any]):
+    """A SERVER span's attributes: a shared StaticAttrs ``prefix`` (what the
+    request itself says: method, path, host...) first, then per-request ones.
+
+    A plain dict to everyone else; the direct encoder encodes the prefix once.
+    """
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: StaticAttrs) -> None:
+        super().__init__(prefix)
+        self.prefix = prefix
+
+
 _static_cache: dict[tuple[tuple[str, Any], ...], StaticAttrs] = {}
 
 
@@ -277,12 +291,14 @@ def build(tl: Timeline, cfg: Config, queue: int | None) -> Tree:
     return Tree(root, nodes, resolved)
 
 
+def streaming_attrs(tl: Timeline) -> StaticAttrs:
+    """The streaming span's attributes (shared: most responses of a route repeat them)."""
+    if tl.file_wrapper:  # sendfile: the server owns the body
+        return static((sc.ATTR_STAGE, sc.STREAMING), (sc.ATTR_CLIENT_GONE, False),
+                      (sc.ATTR_FILE_WRAPPER, True))  # fmt: skip
+    return static((sc.ATTR_STAGE, sc.STREAMING), (sc.ATTR_CLIENT_GONE, tl.client_gone),
+                  (sc.ATTR_BYTES, tl.bytes_sent), (sc.ATTR_CHUNKS, tl.chunks))  # fmt: skip
+
+
 def streaming_node(tl: Timeline) -> Node:
-    attrs: dict[str, Any] = {sc.ATTR_STAGE: sc.STREAMING, sc.ATTR_CLIENT_GONE: tl.client_gone}
-    if tl.file_wrapper:
-        attrs[sc.ATTR_FILE_WRAPPER] = True
-        attrs[sc.ATTR_CLIENT_GONE] = False  # sendfile: the server owns the body
-    else:
-        attrs[sc.ATTR_BYTES] = tl.bytes_sent
-        attrs[sc.ATTR_CHUNKS] = tl.chunks
-    return Node("streaming", sc.STREAMING, tl.t_return, tl.t_close_start, 0, attrs)
+    return Node("streaming", sc.STREAMING, tl.t_return, tl.t_close_start, 0, streaming_attrs(tl))

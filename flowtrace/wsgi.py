@@ -94,7 +94,8 @@ class FlowTrace:
             self._layer_names = django_hooks.instrument_handler(self.application)
             django_calls.install()
         self._spans = spans
-        self._root_sampled = sampling.root_decider(spans.sampler) if spans.enabled else None
+        self._root_sampled: sampling.RootDecision | None = None
+        self._root_sampled_for: object = None  # the sampler _root_sampled was made for
         self._metrics = metrics
         self._header_keys = cfg.header_environ_keys
         self._route_resolver = cfg.route_resolver
@@ -160,12 +161,15 @@ class FlowTrace:
                     parent = candidate
             trace_id = parent.trace_id if parent else spans.id_generator.generate_trace_id()
             span_id = spans.id_generator.generate_span_id()
+            sampler = spans.sampler
+            if sampler is not self._root_sampled_for:
+                self._root_sampled = sampling.root_decider(sampler)
+                self._root_sampled_for = sampler
             root_sampled = self._root_sampled
             if root_sampled is not None and parent_ctx is None and not otel_context.get_current():
                 sampled, trace_state = root_sampled(trace_id), None  # a root: the fast path
             else:
-                decision = spans.sampler.should_sample(parent_ctx, trace_id, "HTTP",
-                                                       SpanKind.SERVER)  # fmt: skip
+                decision = sampler.should_sample(parent_ctx, trace_id, "HTTP", SpanKind.SERVER)
                 sampled, trace_state = decision.decision in _SAMPLED_DECISIONS, decision.trace_state
             tl.trace_id, tl.span_id, tl.parent, tl.sampled = trace_id, span_id, parent, sampled
             span_ctx = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED,

@@ -24,7 +24,7 @@ from tests.wsgi_client import call
 
 PATHS = ["/hello", "/db", "/stream", "/items/2/", "/deferred", "/cached", "/boom", "/missing",
          "/download", "/hello?x=1"]  # fmt: skip
-QUEUED = {"X-Request-Start": "t=%d" % (time.time() * 1e6 - 2000)}
+QUEUED = {"X-Request-Start": f"t={int(time.time() * 1e6 - 2000)}"}
 
 
 def _recorded(app: FlowTrace, repeat: int) -> list[Timeline]:
