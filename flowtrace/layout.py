@@ -254,8 +254,7 @@ class Layouts:
         self._seen: set[Any] = set()
 
     def find(self, key: Any, slots: list[int]) -> Layout | None:
-        if key is None:
-            return None
+        """The learned layout of this shape, if these timestamps fit it."""
         try:
             layout = self._layouts.get(key)
         except TypeError:  # an unhashable payload
@@ -264,23 +263,27 @@ class Layouts:
             return layout
         return None
 
-    def learn(self, key: Any, tree: Tree, slots: list[int]) -> None:
-        """Learn a shape the second time it is seen (once is not a pattern)."""
-        if key is None:
-            return
+    def wants(self, key: Any) -> bool:
+        """Should this request's tree be learned? Yes the second time an unlearned
+        shape is seen (once is not a pattern; a tree costs more than a sum)."""
         try:
             if key in self._layouts:
-                return
-            if key not in self._seen:
-                if len(self._seen) >= _MAX_SEEN:
-                    self._seen.clear()
-                self._seen.add(key)
-                return
-        except TypeError:
-            return
+                return False
+            if key in self._seen:
+                return True
+        except TypeError:  # an unhashable payload
+            return False
+        if len(self._seen) >= _MAX_SEEN:
+            self._seen.clear()
+        self._seen.add(key)
+        return False
+
+    def learn(self, key: Any, tree: Tree, slots: list[int]) -> None:
+        """Keep the layout of this tree (or that it cannot be replayed)."""
         if len(self._layouts) >= _MAX_LAYOUTS:
             self._layouts.clear()
         self._layouts[key] = learn(tree, slots, self.encoder)
+        self._seen.discard(key)
 
     def encode(self, layout: Layout, tl: Timeline, slots: list[int]) -> list[bytes]:
         ids = [swap_bytes(tl.span_id), *self._span_ids(layout.spans)]

@@ -1,10 +1,15 @@
-"""Per-request work on the exporter thread: tree, metrics, then spans.
+"""Per-request work on the exporter thread: stage totals, metrics, then spans.
 
-Metrics are recorded for every request, sampled or not, from the full-detail
-tree, so they are exact whatever the sampling rate or span detail level.
-Spans are exported when the head sampler said so, or, even when it did not,
-when the request was slow or failed ("keep what matters"): stages are just
-timestamps until here, so that decision can be made at the end.
+Metrics are recorded for every request, sampled or not, from full-detail
+stage totals, so they are exact whatever the sampling rate or span detail
+level. Spans are exported when the head sampler said so, or, even when it
+did not, when the request was slow or failed ("keep what matters"): stages
+are just timestamps until here, so that decision can be made at the end.
+
+Three ways to the same numbers, cheapest first: a request whose shape was
+learned is replayed (``flowtrace.layout``); an unexported one gets its totals
+without a tree (``flowtrace.totals``); anything else builds the tree
+(``flowtrace.tree``). Tests pin that all three agree.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 from flowtrace import semconv as sc
 from flowtrace.config import Config
-from flowtrace.layout import Layouts, shape_key, slots_of
+from flowtrace.layout import Layout, Layouts, shape_key, slots_of
 from flowtrace.otel import MetricSink, exemplar_for
 from flowtrace.queue_time import queue_ns
 from flowtrace.request_info import QUERY, REQUEST_START, method_of, queue_header, root_attributes
@@ -102,7 +107,20 @@ class Recorder:
         ttfb = tl.t_first_chunk - root_start if tl.t_first_chunk else None
         keep = self._keep_reason(tl, duration, error_type) if self.spans.enabled else None
         method, _ = method_of(tl.request)
-        if keep is None and not cfg.metrics_per_middleware:
+        outcome = (method, status_code, error_type, duration, ttfb)
+        layouts = self.layouts
+        key = slots = None
+        if layouts is not None and _plain_trace_state(tl):
+            key = shape_key(tl, queue)
+            if key is not None:
+                slots = slots_of(tl, queue)
+                layout = layouts.find(key, slots)
+                if layout is not None:  # a shape seen before: no tree
+                    self._replay(tl, layout, slots, keep, outcome, root_start)
+                    return
+                if not layouts.wants(key):
+                    key = None
+        if keep is None and key is None and not cfg.metrics_per_middleware:
             # No span will be exported (most requests under head sampling): the
             # metrics need no tree, the totals come straight from the events.
             if self.metrics is not None:
@@ -111,28 +129,8 @@ class Recorder:
                 self._record(route, method, status_code, totals, None, duration, queries,
                              ttfb, error_type, None)  # fmt: skip
             return
-        layouts = self.layouts
-        key = slots = layout = None
-        if keep is not None and layouts is not None and _plain_trace_state(tl):
-            key = shape_key(tl, queue)
-            if key is not None:
-                slots = slots_of(tl, queue)
-                layout = layouts.find(key, slots)
-        if layout is not None and slots is not None and keep is not None:  # seen: replay it
-            route = route_of(tl, layout.resolved)
-            queries = layout.queries
-            if self.metrics is not None:
-                self._record(route, method, status_code, layout.stage_totals(slots), None,
-                             duration, queries, ttfb, error_type,
-                             exemplar_for(tl.trace_id, tl.span_id, tl.wall_ns))  # fmt: skip
-            name, attrs, status, exception = self._root(tl, route, method, status_code,
-                                                        error_type, queries, keep, ttfb,
-                                                        layout.spans)  # fmt: skip
-            self.spans.emit_layout(layout, slots, tl, (root_start, root_start + duration), name,
-                                   attrs, status, exception)  # fmt: skip
-            return
         tree = build(tl, cfg, queue)
-        if layouts is not None and slots is not None:
+        if layouts is not None and key is not None and slots is not None:
             layouts.learn(key, tree, slots)
         route = route_of(tl, tree.resolved)
         queries = tree.count(sc.DB)
@@ -151,6 +149,23 @@ class Recorder:
                                                     queries, keep, ttfb, spans)  # fmt: skip
         self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent),
                         tl.wall_offset, status, exception)  # fmt: skip
+
+    def _replay(
+        self, tl: Timeline, layout: Layout, slots: list[int], keep: str | None,
+        outcome: tuple[str, int, str | None, int, int | None], root_start: int,
+    ) -> None:  # fmt: skip
+        """Metrics and (if kept) spans of a request whose shape has a layout."""
+        method, status_code, error_type, duration, ttfb = outcome
+        route = route_of(tl, layout.resolved)
+        if self.metrics is not None:
+            exemplar = exemplar_for(tl.trace_id, tl.span_id, tl.wall_ns) if keep else None
+            self._record(route, method, status_code, layout.stage_totals(slots), None, duration,
+                         layout.queries, ttfb, error_type, exemplar)  # fmt: skip
+        if keep is None:
+            return
+        root = self._root(tl, route, method, status_code, error_type, layout.queries, keep, ttfb,
+                          layout.spans)  # fmt: skip
+        self.spans.emit_layout(layout, slots, tl, (root_start, root_start + duration), *root)
 
     def _root(
         self, tl: Timeline, route: str, method: str, status_code: int, error_type: str | None,
