@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from operator import itemgetter
+from itertools import islice
+from operator import itemgetter, lt
 from struct import Struct
 from typing import Any
 
@@ -86,7 +87,7 @@ class Layout:
     def fits(self, slots: list[int]) -> bool:
         """Same strict order of timestamps as when learned: the same tree."""
         ordered: tuple[int, ...] = self._order(slots)
-        return tuple(sorted(set(ordered))) == ordered
+        return all(map(lt, ordered, islice(ordered, 1, None)))  # strictly increasing
 
     def encode(self, encoder: SpanEncoder, tl: Timeline, slots: list[int], trace_id: bytes,
                ids: list[int]) -> list[bytes]:  # fmt: skip
@@ -110,6 +111,12 @@ class Layout:
         return out
 
 
+def _term(index: int, coefficient: int) -> str:
+    if coefficient in (1, -1):  # the usual case: no multiplication of big ints
+        return f"{'+' if coefficient > 0 else '-'} s[{index}]"
+    return f"{coefficient:+d} * s[{index}]"
+
+
 def _totals_function(
     terms: dict[str, tuple[tuple[int, int], ...]],
 ) -> Callable[[list[int]], dict[str, int]]:
@@ -117,7 +124,7 @@ def _totals_function(
     are fixed sums and differences of timestamps, so no loop is needed."""
     entries = []
     for stage, stage_terms in terms.items():
-        expression = " ".join(f"{c:+d} * s[{i}]" for i, c in stage_terms) or "0"
+        expression = " ".join(_term(i, c) for i, c in stage_terms) or "0"
         entries.append(f"{stage!r}: {expression}")
     # Generated from ints and the stage names of flowtrace.semconv only.
     function: Callable[[list[int]], dict[str, int]] = eval(  # noqa: S307
