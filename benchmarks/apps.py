@@ -28,7 +28,23 @@ def _env_for(config: str) -> None:
         os.environ["FLOWTRACE_ENABLED"] = "0"
 
 
-def _otel_django() -> tuple[WSGIApp, Callable[[], None]]:
+class Flush:
+    """``spans()`` after each measured slice (the export work of those requests
+    is counted); ``everything()`` once at the end. Metrics are not forced out
+    per slice: in production they leave once a minute, amortised over every
+    request of that minute, and forcing them every few hundred requests would
+    count an export per slice that no real deployment pays."""
+
+    def __init__(self, spans: Callable[[], None], everything: Callable[[], None]) -> None:
+        self.spans = spans
+        self.everything = everything
+
+
+def _nothing() -> None:
+    pass
+
+
+def _otel_django() -> tuple[WSGIApp, Flush]:
     from opentelemetry import metrics, trace
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -46,15 +62,15 @@ def _otel_django() -> tuple[WSGIApp, Callable[[], None]]:
     DjangoInstrumentor().instrument()
     from django.core.wsgi import get_wsgi_application
 
-    def flush() -> None:
+    def everything() -> None:
         tracer_provider.force_flush()
         meter_provider.force_flush()
 
-    return get_wsgi_application(), flush
+    return get_wsgi_application(), Flush(tracer_provider.force_flush, everything)
 
 
-def build(config: str) -> tuple[WSGIApp, Callable[[], None]]:
-    """(application, flush) for one configuration."""
+def build(config: str) -> tuple[WSGIApp, Flush]:
+    """(application, flushes) for one configuration."""
     _env_for(config)
     if config == "otel-django":
         return _otel_django()
@@ -62,20 +78,27 @@ def build(config: str) -> tuple[WSGIApp, Callable[[], None]]:
 
     app = get_wsgi_application()
     if config == "plain":
-        return app, lambda: None
+        return app, Flush(_nothing, _nothing)
     from opentelemetry import metrics, trace
 
     from flowtrace import FlowTrace
 
     traced = FlowTrace(app)
 
-    def flush() -> None:
+    def spans() -> None:
+        if traced._pipeline is not None:  # off: nothing to flush
+            traced._pipeline.flush()  # spans are sent at the end of each drain
+        provider = trace.get_tracer_provider()
+        if hasattr(provider, "force_flush"):
+            provider.force_flush()
+
+    def everything() -> None:
         traced.flush()
         for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
             if hasattr(provider, "force_flush"):
                 provider.force_flush()
 
-    return traced, flush
+    return traced, Flush(spans, everything)
 
 
 # For gunicorn: BENCH_CONFIG selects the configuration.

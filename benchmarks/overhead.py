@@ -1,14 +1,16 @@
 """flowtrace's overhead, side by side with plain Django and opentelemetry-instrumentation-django.
 
-    python benchmarks/overhead.py            # ~4 minutes on a 2-core machine
+    python benchmarks/overhead.py            # ~8 minutes on a 2-core machine
     python benchmarks/overhead.py --quick    # fewer requests, for a smoke run
 
-(a) In-process: each configuration lives in its own worker process; the
-driver interleaves configurations round by round (shuffled) to cancel drift.
-Per request: wall median and mean (µs), and process CPU (µs, all threads,
-including the export flush at the end of each batch).
-(b) Over the wire: gunicorn (1 sync worker) per configuration on 127.0.0.1,
-driven by wrk; requests/s as a ratio to plain.
+(a) In-process: each configuration lives in its own worker process (fresh
+ones every round); the configurations take turns in short slices, shuffled,
+to cancel drift. Per request: wall median and mean (µs), and process CPU
+(µs, all threads, including the export flush at the end of each slice); the
+overhead is the median of per-slice differences to plain Django.
+(b) Over the wire: one gunicorn (1 sync worker) per configuration on
+127.0.0.1, all up at once, driven by wrk in turns of a few seconds;
+requests/s as the median per-cycle ratio to plain.
 All telemetry goes over real OTLP/HTTP to a sink process; the report ends
 with spans and metric points received per configuration.
 """
@@ -32,6 +34,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTES = ("/hello", "/db", "/stream", "/items/3/")
+SLICES = 8  # per route and round: configurations take turns slice by slice
+WARM_UP = 200  # requests per route and process before the first measured slice
 sys.path.insert(0, str(ROOT))
 from benchmarks.apps import CONFIGS  # noqa: E402
 
@@ -42,7 +46,7 @@ def worker(config: str) -> None:
 
     from benchmarks.apps import build
 
-    app, flush = build(config)
+    app, flushes = build(config)
 
     def one(environ: dict[str, Any]) -> None:
         body = app(dict(environ), lambda *args: None)
@@ -50,24 +54,28 @@ def worker(config: str) -> None:
             pass
         body.close()
 
+    warmed: set[str] = set()
     for line in sys.stdin:
         route, count = line.split()
         environ: dict[str, Any] = {"PATH_INFO": route, "SCRIPT_NAME": ""}
         setup_testing_defaults(environ)
-        for _ in range(200):
-            one(environ)
-        flush()
+        if route not in warmed:
+            warmed.add(route)
+            for _ in range(WARM_UP):
+                one(environ)
+        flushes.spans()
         times = []
         cpu0 = time.process_time_ns()
         for _ in range(int(count)):
             t0 = time.perf_counter_ns()
             one(environ)
             times.append(time.perf_counter_ns() - t0)
-        flush()
+        flushes.spans()
         cpu = (time.process_time_ns() - cpu0) / int(count) / 1e3
         result = {"median": statistics.median(times) / 1e3,
                   "mean": statistics.fmean(times) / 1e3, "cpu": cpu}  # fmt: skip
         print(json.dumps(result), flush=True)
+    flushes.everything()  # stdin closed: the round is over; metrics go out now
 
 
 def _start_sink() -> tuple[subprocess.Popen[str], str]:
@@ -90,28 +98,33 @@ def _spawn(config: str, env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def in_process(env: dict[str, str], rounds: int, count: int) -> dict[tuple[str, str], list[dict]]:
-    """Every round starts a fresh worker process per configuration.
+    """Interleave configurations in short slices, in fresh processes every round.
 
-    A process's memory layout and hash seed shift its speed by tens of percent
-    (measured: the kill switch, a pass-through, once showed +90 µs against plain
-    Django when each configuration kept one process for the whole run). Fresh
-    processes per round, with ``PYTHONHASHSEED=0``, average that out.
+    This VM flips between a fast and a slow state within seconds (docs/ci.md),
+    so each route's requests are cut into ``SLICES`` slices and the
+    configurations take turns slice by slice (in a new random order each
+    time): every configuration sees the same mix of states. Fresh processes
+    every round, with ``PYTHONHASHSEED=0``, average out memory-layout luck
+    (measured: a pass-through once showed +90 µs when each configuration kept
+    one process for the whole run).
     """
     results: dict[tuple[str, str], list[dict]] = {}
+    per_slice = max(count // SLICES, 1)
     for r in range(rounds):
         workers = {c: _spawn(c, env) for c in CONFIGS}
         try:
             for route in ROUTES:
-                order = list(CONFIGS)
-                random.shuffle(order)
-                for config in order:
-                    proc = workers[config]
-                    assert proc.stdin is not None and proc.stdout is not None
-                    proc.stdin.write(f"{route} {count}\n")
-                    proc.stdin.flush()
-                    results.setdefault((config, route), []).append(
-                        json.loads(proc.stdout.readline())
-                    )
+                for _ in range(SLICES):
+                    order = list(CONFIGS)
+                    random.shuffle(order)
+                    for config in order:
+                        proc = workers[config]
+                        assert proc.stdin is not None and proc.stdout is not None
+                        proc.stdin.write(f"{route} {per_slice}\n")
+                        proc.stdin.flush()
+                        results.setdefault((config, route), []).append(
+                            json.loads(proc.stdout.readline())
+                        )
         finally:
             for proc in workers.values():
                 assert proc.stdin is not None
@@ -125,6 +138,10 @@ _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 
 
 def over_the_wire(env: dict[str, str], rounds: int, seconds: int) -> dict[str, list[float]]:
+    """Each round starts one gunicorn (1 sync worker) per configuration, all at
+    once; wrk then drives them in turns of ``seconds``, twice, in shuffled
+    order, so that each cycle's figures are measured close together in time
+    (and fresh processes every round average out their memory-layout luck)."""
     if shutil.which("wrk") is None:
         print("  wrk not found (apt-get install wrk): skipping (b)", file=sys.stderr)
         return {}
@@ -133,46 +150,68 @@ def over_the_wire(env: dict[str, str], rounds: int, seconds: int) -> dict[str, l
 
     rps: dict[str, list[float]] = {}
     for r in range(rounds):
-        order = list(CONFIGS)
-        random.shuffle(order)
-        for config in order:
-            server = GunicornServer("benchmarks.apps:application", {**env, "BENCH_CONFIG": config},
-                                    ())  # fmt: skip
-            server.start()
-            try:
+        servers = {config: GunicornServer("benchmarks.apps:application",
+                                          {**env, "BENCH_CONFIG": config}, ())
+                   for config in CONFIGS}  # fmt: skip
+        try:
+            for server in servers.values():
+                server.start()
                 server.wait_ready()
-                url = f"http://127.0.0.1:{server.port}/hello"
+            urls = {c: f"http://127.0.0.1:{server.port}/hello" for c, server in servers.items()}
+            for url in urls.values():
                 subprocess.run(["wrk", "-t1", "-c2", "-d1s", url], capture_output=True, check=True)
-                out = subprocess.run(["wrk", "-t1", "-c2", f"-d{seconds}s", url],
-                                     capture_output=True, text=True, check=True).stdout  # fmt: skip
-                match = _RPS.search(out)
-                rps.setdefault(config, []).append(float(match.group(1)) if match else 0.0)
-            finally:
+            for _ in range(2):
+                order = list(CONFIGS)
+                random.shuffle(order)
+                for config in order:
+                    command = ["wrk", "-t1", "-c2", f"-d{seconds}s", urls[config]]
+                    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                    match = _RPS.search(out)
+                    rps.setdefault(config, []).append(float(match.group(1)) if match else 0.0)
+        finally:
+            for server in servers.values():
                 server.stop()
         print(f"  wrk round {r + 1}/{rounds} done", file=sys.stderr)
     return rps
 
 
+def _paired_ratios(values: list[float], plain: list[float]) -> list[float]:
+    return [v / p for v, p in zip(values, plain, strict=True) if p]
+
+
 def report(results: dict[tuple[str, str], list[dict]], rps: dict[str, list[float]],
            received: dict[str, Any], served: dict[str, int]) -> None:  # fmt: skip
-    print("\n(a) in-process, µs per request (median of per-round values)")
-    print(f"{'route':10} {'config':15} {'median':>8} {'mean':>8} {'cpu':>8} "
-          f"{'Δmedian':>8} {'Δcpu':>8}")  # fmt: skip
+    """Per route and configuration: totals over all slices, and the overhead as
+    the median of per-slice differences to plain Django measured right beside it."""
+    print("\n(a) in-process, µs per request: mean wall and process CPU over all slices;")
+    print("    Δ = median over slices of (config - plain in the same slice), and its ratio to")
+    print("    the anchor's Δ (opentelemetry-instrumentation-django)")
+    print(f"{'route':10} {'config':15} {'median':>8} {'wall':>8} {'cpu':>8} "
+          f"{'Δwall':>8} {'Δcpu':>8} {'Δcpu/anchor':>12}")  # fmt: skip
     for route in ROUTES:
-        base = {k: statistics.median(x[k] for x in results[("plain", route)])
-                for k in ("median", "mean", "cpu")}  # fmt: skip
+        plain = results[("plain", route)]
+        deltas = {}
         for config in CONFIGS:
-            v = {k: statistics.median(x[k] for x in results[(config, route)])
-                 for k in ("median", "mean", "cpu")}  # fmt: skip
-            d_median, d_cpu = v["median"] - base["median"], v["cpu"] - base["cpu"]
-            print(f"{route:10} {config:15} {v['median']:8.1f} {v['mean']:8.1f} {v['cpu']:8.1f} "
-                  f"{d_median:+8.1f} {d_cpu:+8.1f}")  # fmt: skip
+            pairs = list(zip(results[(config, route)], plain, strict=True))
+            d_wall = statistics.median(x["mean"] - p["mean"] for x, p in pairs)
+            d_cpu = statistics.median(x["cpu"] - p["cpu"] for x, p in pairs)
+            deltas[config] = (d_wall, d_cpu)
+        anchor = deltas["otel-django"][1]
+        for config in CONFIGS:
+            runs = results[(config, route)]
+            median = statistics.median(x["median"] for x in runs)
+            wall = statistics.fmean(x["mean"] for x in runs)
+            cpu = statistics.fmean(x["cpu"] for x in runs)
+            d_wall, d_cpu = deltas[config]
+            share = f"{d_cpu / anchor:12.2f}" if anchor > 0 else f"{'-':>12}"
+            print(f"{route:10} {config:15} {median:8.1f} {wall:8.1f} {cpu:8.1f} "
+                  f"{d_wall:+8.1f} {d_cpu:+8.1f} {share}")  # fmt: skip
     if rps:
         print("\n(b) gunicorn (1 sync worker) + wrk -t1 -c2 on /hello, requests/s")
-        plain = statistics.median(rps["plain"])
+        print("    ratio = median over cycles of (config / plain in the same cycle)")
         for config in CONFIGS:
-            value = statistics.median(rps[config])
-            print(f"{config:15} {value:9.0f}  ratio {value / plain:.2f}")
+            ratio = statistics.median(_paired_ratios(rps[config], rps["plain"]))
+            print(f"{config:15} {statistics.median(rps[config]):9.0f}  ratio {ratio:.2f}")
     print("\ntelemetry received by the OTLP sink (in-process phase)")
     for config in CONFIGS:
         service = f"bench-{config}"
@@ -190,7 +229,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker)
         return
-    rounds, count, wire_rounds, seconds = (2, 500, 1, 3) if args.quick else (5, 2000, 3, 5)
+    rounds, count, wire_rounds, seconds = (2, 500, 1, 2) if args.quick else (5, 2000, 5, 2)
     tmp = tempfile.mkdtemp(prefix="flowtrace-bench-")
     db = str(Path(tmp) / "bench.sqlite3")
     os.environ["FLOWTRACE_DEMO_DB"] = db
@@ -204,7 +243,8 @@ def main() -> None:
         time.sleep(1)  # let the sink finish decoding the last posts
         with urllib.request.urlopen(endpoint + "/stats") as response:
             received = json.load(response)
-        served = {c: rounds * len(ROUTES) * (count + 200) for c in CONFIGS}
+        per_slice = max(count // SLICES, 1)
+        served = {c: rounds * len(ROUTES) * (SLICES * per_slice + WARM_UP) for c in CONFIGS}
         rps = {} if args.no_wire else over_the_wire(env, wire_rounds, seconds)
         report(results, rps, received, served)
     finally:

@@ -258,7 +258,9 @@ class Layouts:
         self.encoder = encoder
         self._span_ids = span_ids
         self._layouts: dict[Any, Layout | None] = {}
-        self._seen: set[Any] = set()
+        # hashes only: a shape key holds its SQL text, and most shapes seen once
+        # (one-off queries) must not keep it alive
+        self._seen: set[int] = set()
 
     def find(self, key: Any, slots: list[int]) -> Layout | None:
         """The learned layout of this shape, if these timestamps fit it."""
@@ -276,13 +278,14 @@ class Layouts:
         try:
             if key in self._layouts:
                 return False
-            if key in self._seen:
-                return True
+            marker = hash(key)
         except TypeError:  # an unhashable payload
             return False
+        if marker in self._seen:
+            return True
         if len(self._seen) >= _MAX_SEEN:
             self._seen.clear()
-        self._seen.add(key)
+        self._seen.add(marker)
         return False
 
     def learn(self, key: Any, tree: Tree, slots: list[int]) -> None:
@@ -290,7 +293,7 @@ class Layouts:
         if len(self._layouts) >= _MAX_LAYOUTS:
             self._layouts.clear()
         self._layouts[key] = learn(tree, slots, self.encoder)
-        self._seen.discard(key)
+        self._seen.discard(hash(key))
 
     def encode(self, layout: Layout, tl: Timeline, slots: list[int]) -> list[bytes]:
         ids = [swap_bytes(tl.span_id), *self._span_ids(layout.spans)]

@@ -14,6 +14,7 @@ Three rules from PEP 3333 and from what other tracers got wrong:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from operator import length_hint
 from typing import Any
 
 from flowtrace.timeline import Timeline, clock, current
@@ -22,12 +23,22 @@ Finish = Callable[[Timeline], None]
 
 # Iterators that run no application code: no need to switch context per chunk.
 _PLAIN_ITERATORS: tuple[type, ...] = (type(iter([])), type(iter(())), type(iter(b"")))
+# ... and over ready-made chunks, which can be counted up front (see _hand_over).
+_READY_MADE: tuple[type, ...] = (type(iter([])), type(iter(())))
+
+
+def _byte_count(chunks: list[bytes]) -> int:
+    """Bytes in the chunks (non-bytes chunks are the server's problem, not ours)."""
+    try:
+        return sum(map(len, chunks))
+    except TypeError:  # as __next__ counts: what has a length
+        return sum(len(c) for c in chunks if hasattr(c, "__len__"))
 
 
 class TracedBody:
     """Wraps a WSGI response iterable; records chunks, bytes and the close."""
 
-    __slots__ = ("_inner", "_it", "_tl", "_finish", "_closed", "_done", "_plain")
+    __slots__ = ("_inner", "_it", "_tl", "_finish", "_closed", "_done", "_plain", "_ready")
 
     def __init__(self, inner: Iterable[bytes], tl: Timeline, finish: Finish) -> None:
         self._inner = inner
@@ -37,16 +48,37 @@ class TracedBody:
         self._closed = False
         self._done = False
         self._plain = False
+        self._ready: list[bytes] | None = None  # ready-made chunks, handed over as a list
 
-    def __iter__(self) -> TracedBody:
+    def __iter__(self) -> Iterator[bytes]:
         if self._it is None:
             token = current.set(self._tl)
             try:
                 self._it = iter(self._inner)
             finally:
                 current.reset(token)
-            self._plain = type(self._it) in _PLAIN_ITERATORS
+            kind = type(self._it)
+            self._plain = kind in _PLAIN_ITERATORS
+            if kind in _READY_MADE:
+                self._hand_over(self._it)
+        if self._ready is not None:
+            return self._it
         return self
+
+    def _hand_over(self, it: Iterator[bytes]) -> None:
+        """A body of ready-made chunks (Django's HttpResponse is a list): no app
+        code runs while the server pulls them, so count them now and give the
+        server a C-level iterator, not a Python ``__next__`` per chunk. The
+        first byte is taken at ``iter()``, a call before the server's first
+        ``next()``; ``close()`` tells how many chunks the server took."""
+        chunks = list(it)
+        tl = self._tl
+        self._ready = chunks
+        self._it = iter(chunks)
+        if chunks:
+            tl.t_first_chunk = clock()
+        tl.chunks = len(chunks)
+        tl.bytes_sent = _byte_count(chunks)
 
     def __next__(self) -> bytes:
         it = self._it
@@ -54,6 +86,8 @@ class TracedBody:
             self.__iter__()
             it = self._it
             assert it is not None
+        if self._ready is not None:  # handed over and counted; a server calling next() anyway
+            return next(it)
         tl = self._tl
         if self._plain:
             try:
@@ -89,6 +123,13 @@ class TracedBody:
         if self._closed:
             return
         self._closed = True
+        ready = self._ready
+        if ready is not None:
+            left = length_hint(self._it)  # chunks the server did not take
+            self._done = not left
+            if left:
+                self._tl.chunks = len(ready) - left
+                self._tl.bytes_sent = _byte_count(ready[: len(ready) - left])
         self._tl.client_gone = not self._done
         timed_close(self._tl, getattr(self._inner, "close", None), self._finish)
 

@@ -81,6 +81,45 @@ def test_close_is_called_exactly_once(iterate: int) -> None:
     assert streaming.attributes["flowtrace.streaming.client_disconnected"] is (iterate < 3)
 
 
+def _streaming_span(exporter: InMemorySpanExporter) -> Any:
+    return next(s for s in exporter.get_finished_spans()
+                if s.attributes.get("flowtrace.stage") == "streaming")  # fmt: skip
+
+
+@pytest.mark.parametrize("taken", [0, 1, 2])
+def test_a_ready_made_list_body_is_counted_by_what_the_server_took(taken: int) -> None:
+    """A list body is handed to the server as a C iterator (no per-chunk Python);
+    close() still tells how much of it the server took."""
+    provider, exporter = _tracer()
+    chunks = [b"ab", b"cde"]
+    traced = FlowTrace(lambda env, start: (start("200 OK", []), chunks)[1],
+                       tracer_provider=provider, metrics=False)  # fmt: skip
+    iterable = traced(environ_for("/"), lambda *a: None)
+    it = iter(iterable)
+    assert [next(it) for _ in range(taken)] == chunks[:taken]
+    iterable.close()
+    traced.flush()
+    attrs = _streaming_span(exporter).attributes
+    assert attrs["flowtrace.streaming.chunks"] == taken
+    assert attrs["flowtrace.streaming.bytes"] == [0, 2, 5][taken]
+    assert attrs["flowtrace.streaming.client_disconnected"] is (taken < 2)
+
+
+def test_a_server_calling_next_without_iter_counts_each_chunk_once() -> None:
+    provider, exporter = _tracer()
+    traced = FlowTrace(lambda env, start: (start("200 OK", []), [b"ab", b"cde"])[1],
+                       tracer_provider=provider, metrics=False)  # fmt: skip
+    iterable = traced(environ_for("/"), lambda *a: None)
+    assert [next(iterable), next(iterable)] == [b"ab", b"cde"]
+    with pytest.raises(StopIteration):
+        next(iterable)
+    iterable.close()
+    traced.flush()
+    attrs = _streaming_span(exporter).attributes
+    assert (attrs["flowtrace.streaming.chunks"], attrs["flowtrace.streaming.bytes"]) == (2, 5)
+    assert attrs["flowtrace.streaming.client_disconnected"] is False
+
+
 def test_app_exception_passes_through_unchanged() -> None:
     provider, exporter = _tracer()
     error = KeyError("original")
