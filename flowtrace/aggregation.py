@@ -62,6 +62,39 @@ class HistogramAggregator:
         self.name, self.unit, self.description = name, unit, description
         self.bounds = tuple(float(b) for b in bounds)
         self._series: dict[Key, _Series] = {}
+        self._by_base: dict[Key, dict[str, _Series]] = {}  # record_each's shortcut
+
+    def record_each(
+        self, base: Key, label: str, values: dict[str, int], exemplar: RawExemplar | None
+    ) -> None:
+        """One point per ``values`` item, ns -> s, keyed ``base + ((label, name),)``.
+
+        The stage histogram gets ~8 points per request with the same base; the
+        per-base lookup skips building and hashing a key tuple per point.
+        """
+        by_name = self._by_base.get(base)
+        if by_name is None:
+            by_name = self._by_base[base] = {}
+        bounds = self.bounds
+        for name, ns in values.items():
+            series = by_name.get(name)
+            if series is None:
+                key = base + ((label, name),)
+                series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = _Series(len(bounds) + 1)
+                by_name[name] = series
+            value = ns / 1e9
+            bucket = bisect_left(bounds, value)
+            series.counts[bucket] += 1
+            series.total += value
+            series.count += 1
+            if value < series.low:
+                series.low = value
+            if value > series.high:
+                series.high = value
+            if exemplar is not None:
+                series.exemplars[bucket] = (value, exemplar)
 
     def record(self, key: Key, value: float, exemplar: RawExemplar | None = None) -> None:
         series = self._series.get(key)

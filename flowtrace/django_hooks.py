@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from inspect import iscoroutinefunction
 from types import FunctionType, MethodType
 from typing import Any
@@ -140,10 +141,24 @@ def _hook_resolution(handler: Handler) -> None:
 
 def _hook_view(handler: Handler) -> None:
     make_view_atomic = handler.make_view_atomic
+    # iscoroutinefunction() is several Python calls: remember it per view, for the
+    # usual case where make_view_atomic returns the view itself (no ATOMIC_REQUESTS)
+    is_async: dict[Any, bool] = {}
 
     def timed_make_view_atomic(view: Any) -> Any:
         wrapped = make_view_atomic(view)
-        if iscoroutinefunction(wrapped):
+        if wrapped is view:
+            try:
+                coroutine = is_async[view]
+            except (KeyError, TypeError):
+                coroutine = iscoroutinefunction(view)
+                with suppress(TypeError):  # an unhashable callable: not remembered
+                    if len(is_async) >= 1024:
+                        is_async.clear()
+                    is_async[view] = coroutine
+        else:
+            coroutine = iscoroutinefunction(wrapped)
+        if coroutine:
 
             async def timed_async_view(request: Any, *args: Any, **kwargs: Any) -> Any:
                 tl = current.get()

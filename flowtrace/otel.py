@@ -151,6 +151,12 @@ class _SdkHistogram:
         ctx = exemplar_context(exemplar[0], exemplar[1]) if exemplar else None
         self._histogram.record(value, dict(key), ctx)
 
+    def record_each(
+        self, base: Key, label: str, values: dict[str, int], exemplar: RawExemplar | None
+    ) -> None:
+        for name, ns in values.items():
+            self.record(base + ((label, name),), ns / 1e9, exemplar)
+
 
 _HISTOGRAMS = (
     (sc.STAGE_DURATION, sc.UNIT_SECONDS, sc.DURATION_BUCKETS,
@@ -219,12 +225,11 @@ class MetricSink:
     ) -> None:
         """Record one request: a point per stage that ran, plus the totals."""
         with self.lock:
-            record_stage = self.stage.record
-            for stage, ns in totals.items():
-                if stage == sc.MIDDLEWARE and per_middleware:
-                    continue
-                record_stage(base + ((sc.ATTR_STAGE, stage),), ns / 1e9, exemplar)
             if per_middleware:
+                totals = {stage: ns for stage, ns in totals.items() if stage != sc.MIDDLEWARE}
+            self.stage.record_each(base, sc.ATTR_STAGE, totals, exemplar)
+            if per_middleware:
+                record_stage = self.stage.record
                 for path, ns in per_middleware.items():
                     key = base + ((sc.ATTR_STAGE, sc.MIDDLEWARE), (sc.ATTR_MIDDLEWARE, path))
                     record_stage(key, ns / 1e9, exemplar)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextvars import Token
+from random import getrandbits
 from time import time_ns
 from typing import Any
 
@@ -16,6 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
@@ -94,6 +96,7 @@ class FlowTrace:
             self._layer_names = django_hooks.instrument_handler(self.application)
             django_calls.install()
         self._spans = spans
+        self._random_ids = type(getattr(spans, "id_generator", None)) is RandomIdGenerator
         self._root_sampled: sampling.RootDecision | None = None
         self._root_sampled_for: object = None  # the sampler _root_sampled was made for
         self._metrics = metrics
@@ -159,8 +162,13 @@ class FlowTrace:
                 candidate = trace.get_current_span(parent_ctx).get_span_context()
                 if candidate.is_valid:
                     parent = candidate
-            trace_id = parent.trace_id if parent else spans.id_generator.generate_trace_id()
-            span_id = spans.id_generator.generate_span_id()
+            if self._random_ids:  # the SDK's RandomIdGenerator, minus two Python calls
+                trace_id = parent.trace_id if parent else getrandbits(128) or 1
+                span_id = getrandbits(64) or 1
+            else:
+                ids = spans.id_generator
+                trace_id = parent.trace_id if parent else ids.generate_trace_id()
+                span_id = ids.generate_span_id()
             sampler = spans.sampler
             if sampler is not self._root_sampled_for:
                 self._root_sampled = sampling.root_decider(sampler)
