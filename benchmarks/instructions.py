@@ -31,6 +31,7 @@ COUNT = 400
 # (label, what runs in the measured loop, extra environment)
 PARTS = [
     ("plain Django request", "plain", {}),
+    ("kill switch (FLOWTRACE_ENABLED=0)", "off", {"FLOWTRACE_ENABLED": "0"}),
     ("request thread: FlowTrace wrapper only", "requests", {"NO_HOOKS": "1"}),
     ("request thread: wrapper + Django hooks", "requests", {}),
     ("export: replayed shape, sampled", "export", {"SAMPLED": "1"}),
@@ -58,6 +59,8 @@ def subject(mode: str, route: str, count: int) -> None:
     setup_testing_defaults(environ)
     if mode == "plain":
         app = get_wsgi_application()
+    elif mode == "off":
+        app = FlowTrace(get_wsgi_application())  # disabled by the environment
     else:
         traced = FlowTrace(get_wsgi_application(), max_pending=10**9)
         pipeline = traced._pipeline
@@ -74,7 +77,7 @@ def subject(mode: str, route: str, count: int) -> None:
 
     for _ in range(300):
         one()
-    if mode == "plain":
+    if mode in ("plain", "off"):
         list(itertools.starmap(one, itertools.repeat((), count)))
         os._exit(0)
     recorder = pipeline._process
@@ -136,7 +139,9 @@ def main() -> None:
           f"Python {sys.version.split()[0]}")  # fmt: skip
     wrapper = counts["request thread: FlowTrace wrapper only"] - plain
     hooks = counts["request thread: wrapper + Django hooks"] - plain - wrapper
+    off = counts["kill switch (FLOWTRACE_ENABLED=0)"] - plain
     rows = [("plain Django request", plain),
+            ("kill switch: FlowTrace disabled", off),
             ("request thread: FlowTrace wrapper", wrapper),
             ("request thread: Django hooks (layers, resolve, view)", hooks),
             ("request thread: total", wrapper + hooks)]  # fmt: skip
