@@ -94,7 +94,7 @@ class Recorder:
         # as the spans (halves); per-middleware metrics still need the tree itself.
         replayable = cfg.middleware_spans == "halves" and not cfg.metrics_per_middleware
         self.layouts: Layouts | None = getattr(spans, "layouts", None) if replayable else None
-        self._root_cache: dict[tuple[Any, ...], StaticAttrs] = {}
+        self._root_cache: dict[Any, StaticAttrs] = {}
         self._query_ignored = 1 if cfg.capture_query == "off" else 0
 
     def __call__(self, tl: Timeline) -> None:
@@ -172,31 +172,37 @@ class Recorder:
         queries: int, keep: str, ttfb: int | None, spans: int,
     ) -> tuple[str, dict[str, Any], tuple[int, str], dict[str, str] | None]:  # fmt: skip
         """The SERVER span's name, attributes, status and exception event."""
-        attrs = PrefixedAttrs(self._request_attributes(tl.request))
-        attrs[sc.HTTP_ROUTE] = route
-        if status_code:
-            attrs[sc.HTTP_STATUS] = status_code
-        if error_type:
-            attrs[sc.ERROR_TYPE] = error_type
-        attrs[sc.ATTR_DB_QUERY_COUNT] = queries
-        attrs[sc.ATTR_KEPT] = keep
-        attrs[sc.ATTR_SPAN_COUNT] = 1 + spans
-        if ttfb is not None:
+        outcome = (route, status_code, error_type, queries, keep, 1 + spans)
+        attrs = PrefixedAttrs(self._root_constants(tl.request, outcome))
+        if ttfb is not None:  # the one attribute that changes with every request
             attrs[sc.ATTR_TTFB] = ttfb / 1e9
         name = f"{method if method != sc.OTHER_METHOD else 'HTTP'} {route}"
         status, exception = root_outcome(error_of(tl), status_code)
         return name, attrs, status, exception
 
-    def _request_attributes(self, request: tuple[Any, ...]) -> StaticAttrs:
-        """``root_attributes`` of this request, shared with earlier requests that
-        said the same (bounded cache; the queue headers never matter here)."""
+    def _root_constants(
+        self, request: tuple[Any, ...], outcome: tuple[str, int, str | None, int, str, int]
+    ) -> StaticAttrs:
+        """The SERVER span's attributes but the time to first byte, shared with the
+        earlier requests that said and got the same (a bounded cache: most requests
+        of a route repeat them, so the direct encoder encodes them once)."""
         # the query string matters only when captured; queue headers never do
-        key = request[:REQUEST_START] + request[QUERY + self._query_ignored :]
+        key = (request[:REQUEST_START] + request[QUERY + self._query_ignored :], outcome)
         attrs = self._root_cache.get(key)
         if attrs is None:
             if len(self._root_cache) >= _ROOT_CACHE_LIMIT:
                 self._root_cache.clear()
-            attrs = self._root_cache[key] = StaticAttrs(root_attributes(request, self.cfg))
+            items = root_attributes(request, self.cfg)
+            route, status_code, error_type, queries, keep, spans = outcome
+            items[sc.HTTP_ROUTE] = route
+            if status_code:
+                items[sc.HTTP_STATUS] = status_code
+            if error_type:
+                items[sc.ERROR_TYPE] = error_type
+            items[sc.ATTR_DB_QUERY_COUNT] = queries
+            items[sc.ATTR_KEPT] = keep
+            items[sc.ATTR_SPAN_COUNT] = spans
+            attrs = self._root_cache[key] = StaticAttrs(items)
         return attrs
 
     def _record(

@@ -37,8 +37,9 @@ class StaticAttrs(dict[str, Any]):
 
 
 class PrefixedAttrs(dict[str, Any]):
-    """A SERVER span's attributes: a shared StaticAttrs ``prefix`` (what the
-    request itself says: method, path, host...) first, then per-request ones.
+    """A SERVER span's attributes: a shared StaticAttrs ``prefix`` (everything
+    most requests of a route repeat: method, path, host, route, status...)
+    first, then the per-request ones (time to first byte).
 
     A plain dict to everyone else; the direct encoder encodes the prefix once.
     """
