@@ -1,6 +1,6 @@
 """flowtrace's overhead, side by side with plain Django and opentelemetry-instrumentation-django.
 
-    python benchmarks/overhead.py            # ~8 minutes on a 2-core machine
+    python benchmarks/overhead.py            # ~11 minutes on a 2-core machine
     python benchmarks/overhead.py --quick    # fewer requests, for a smoke run
 
 (a) In-process: each configuration lives in its own worker process (fresh
