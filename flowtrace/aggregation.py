@@ -54,6 +54,18 @@ class _Series:
         self.high = float("-inf")
         self.exemplars: dict[int, Any] = {}
 
+    def add(self, value: float, bounds: tuple[float, ...], exemplar: RawExemplar | None) -> None:
+        bucket = bisect_left(bounds, value)
+        self.counts[bucket] += 1
+        self.total += value
+        self.count += 1
+        if value < self.low:
+            self.low = value
+        if value > self.high:
+            self.high = value
+        if exemplar is not None:  # (trace_id, span_id, time_ns): built at collection
+            self.exemplars[bucket] = (value, exemplar)
+
 
 class HistogramAggregator:
     """Cumulative explicit-bucket histograms keyed by attribute tuples."""
@@ -79,37 +91,17 @@ class HistogramAggregator:
         for name, ns in values.items():
             series = by_name.get(name)
             if series is None:
-                key = base + ((label, name),)
-                series = self._series.get(key)
-                if series is None:
-                    series = self._series[key] = _Series(len(bounds) + 1)
-                by_name[name] = series
-            value = ns / 1e9
-            bucket = bisect_left(bounds, value)
-            series.counts[bucket] += 1
-            series.total += value
-            series.count += 1
-            if value < series.low:
-                series.low = value
-            if value > series.high:
-                series.high = value
-            if exemplar is not None:
-                series.exemplars[bucket] = (value, exemplar)
+                series = by_name[name] = self._series_for(base + ((label, name),))
+            series.add(ns / 1e9, bounds, exemplar)
 
     def record(self, key: Key, value: float, exemplar: RawExemplar | None = None) -> None:
+        self._series_for(key).add(value, self.bounds, exemplar)
+
+    def _series_for(self, key: Key) -> _Series:
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series(len(self.bounds) + 1)
-        bucket = bisect_left(self.bounds, value)
-        series.counts[bucket] += 1
-        series.total += value
-        series.count += 1
-        if value < series.low:
-            series.low = value
-        if value > series.high:
-            series.high = value
-        if exemplar is not None:  # (trace_id, span_id, time_ns): built at collection
-            series.exemplars[bucket] = (value, exemplar)
+        return series
 
     def metric(self, start_ns: int, now_ns: int) -> Metric | None:
         if not self._series:

@@ -10,7 +10,6 @@ Sampling and ids still come from the tracer provider.
 from __future__ import annotations
 
 import os
-import random
 import weakref
 from typing import Any
 
@@ -20,34 +19,34 @@ from flowtrace import semconv as sc
 from flowtrace.layout import Layout, Layouts, random_ids, swap_bytes
 from flowtrace.otlp_encode import SpanEncoder
 from flowtrace.otlp_http import OtlpHttpSender
+from flowtrace.sampling import root_decider, sdk_random_ids
 from flowtrace.timeline import Timeline
 from flowtrace.tree import Node
 
 _BATCH_SPANS = 512
 _IDS_PER_DRAW = 64
-_INVALID_SPAN_ID = bytes(8)
 
 
 class SpanIds:
     """Span ids as 8-byte strings, for the encoder.
 
     With the SDK's ``RandomIdGenerator`` (the default) ids are drawn 64 at a
-    time from the same ``random.getrandbits`` source: one call instead of one
-    per span (a request has ~20). Any other generator is called once per id,
-    in tree order. A forked child never reuses ids its parent had drawn.
+    time (``layout.random_ids``, from the same ``random.getrandbits``): one
+    call instead of one per span (a request has ~20). Any other generator is
+    called once per id, in tree order. A forked child never reuses ids its
+    parent had drawn.
     """
 
     def __init__(self, generator: IdGenerator) -> None:
         self._generator = generator
         self._batched = type(generator) is RandomIdGenerator
-        self._buffer = b""
-        self._next = 0
+        self._drawn: list[int] = []
         ref = weakref.ref(self)
 
         def after_fork() -> None:
             ids = ref()
             if ids is not None:
-                ids._buffer, ids._next = b"", 0
+                ids._drawn = []
 
         os.register_at_fork(after_in_child=after_fork)
 
@@ -61,15 +60,9 @@ class SpanIds:
     def __call__(self) -> bytes:
         if not self._batched:
             return self._generator.generate_span_id().to_bytes(8, "big")
-        start = self._next
-        if start >= len(self._buffer):
-            self._buffer = random.getrandbits(64 * _IDS_PER_DRAW).to_bytes(8 * _IDS_PER_DRAW, "big")
-            start = 0
-        self._next = start + 8
-        span_id = self._buffer[start : start + 8]
-        if span_id == _INVALID_SPAN_ID:  # as the SDK does: 0 is not a span id
-            return self()
-        return span_id
+        if not self._drawn:
+            self._drawn = random_ids(_IDS_PER_DRAW)
+        return self._drawn.pop().to_bytes(8, "little")
 
 
 class DirectSpanSink:
@@ -84,6 +77,8 @@ class DirectSpanSink:
         tracer = provider.get_tracer(sc.TRACER_NAME, __version__)
         self.sampler = tracer.sampler
         self.id_generator = tracer.id_generator
+        self.root_sampled = root_decider(tracer.sampler)
+        self.random_ids = sdk_random_ids(tracer.id_generator)
         self._span_ids = SpanIds(tracer.id_generator)
         resource = tracer.resource
         self.encoder = SpanEncoder(dict(resource.attributes), sc.TRACER_NAME, __version__,

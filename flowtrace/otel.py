@@ -31,6 +31,7 @@ from opentelemetry.trace import (
 
 from flowtrace import semconv as sc
 from flowtrace.aggregation import Aggregation, Key, RawExemplar, bridge
+from flowtrace.sampling import RootDecision, root_decider, sdk_random_ids
 from flowtrace.tree import Node
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -63,11 +64,15 @@ class SpanSink:
         tracer = provider.get_tracer(sc.TRACER_NAME, _version())
         self.enabled = isinstance(tracer, SdkTracer)
         self.processor: SpanProcessor | None = None
+        self.root_sampled: RootDecision | None = None
+        self.random_ids = False
         if isinstance(tracer, SdkTracer):
             self.processor = tracer.span_processor
             self.resource = tracer.resource
             self.sampler = tracer.sampler
             self.id_generator = tracer.id_generator
+            self.root_sampled = root_decider(tracer.sampler)
+            self.random_ids = sdk_random_ids(tracer.id_generator)
         self.scope = InstrumentationScope(sc.TRACER_NAME, _version())
         self._unflushed = 0
 

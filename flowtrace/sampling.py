@@ -1,4 +1,4 @@
-"""A cheap head-sampling decision for the common case: a request with no parent.
+"""A cheap head-sampling decision (and ids) for the common case: a request with no parent.
 
 The SDK's ``should_sample`` costs ~2 µs per request (a parent lookup in the
 context, a ``SamplingResult`` with its attributes and trace state). For the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     ParentBased,
@@ -22,6 +23,12 @@ from opentelemetry.sdk.trace.sampling import (
 )
 
 RootDecision = Callable[[int], bool]
+
+
+def sdk_random_ids(id_generator: object) -> bool:
+    """Ids from the SDK's ``RandomIdGenerator``: flowtrace may draw them from
+    ``random.getrandbits`` itself, without the generator's Python calls."""
+    return type(id_generator) is RandomIdGenerator
 
 
 def root_decider(sampler: Sampler) -> RootDecision | None:

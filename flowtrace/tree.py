@@ -14,6 +14,7 @@ direct OTLP encoder encodes once and caches.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from flowtrace import semconv as sc
@@ -51,17 +52,10 @@ class PrefixedAttrs(dict[str, Any]):
         self.prefix = prefix
 
 
-_static_cache: dict[tuple[tuple[str, Any], ...], StaticAttrs] = {}
-
-
+@lru_cache(maxsize=_STATIC_LIMIT)
 def static(*items: tuple[str, Any]) -> StaticAttrs:
     """The shared StaticAttrs for these (key, value) pairs (a bounded cache)."""
-    attrs = _static_cache.get(items)
-    if attrs is None:
-        if len(_static_cache) >= _STATIC_LIMIT:
-            _static_cache.clear()
-        attrs = _static_cache[items] = StaticAttrs(items)
-    return attrs
+    return StaticAttrs(items)
 
 
 class Node:
@@ -140,16 +134,7 @@ class _LayerLabels:
                                   (sc.ATTR_SHORT_CIRCUIT, True))  # fmt: skip
 
 
-_labels_cache: dict[str, _LayerLabels] = {}
-
-
-def _labels(path: str) -> _LayerLabels:
-    labels = _labels_cache.get(path)
-    if labels is None:
-        if len(_labels_cache) >= _STATIC_LIMIT:
-            _labels_cache.clear()
-        labels = _labels_cache[path] = _LayerLabels(path)
-    return labels
+_labels = lru_cache(maxsize=_STATIC_LIMIT)(_LayerLabels)
 
 
 def _layer_nodes(layers: list[tuple[int, int, int]], names: tuple[str, ...]) -> list[Node]:

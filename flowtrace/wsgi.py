@@ -17,11 +17,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from flowtrace import django_calls, django_hooks, providers, safety, sampling
+from flowtrace import django_calls, django_hooks, providers, safety
 from flowtrace.config import Config, load_config
 from flowtrace.direct_export import DirectSpanSink
 from flowtrace.otel import MetricSink, SpanSink
@@ -96,9 +95,6 @@ class FlowTrace:
             self._layer_names = django_hooks.instrument_handler(self.application)
             django_calls.install()
         self._spans = spans
-        self._random_ids = type(getattr(spans, "id_generator", None)) is RandomIdGenerator
-        self._root_sampled: sampling.RootDecision | None = None
-        self._root_sampled_for: object = None  # the sampler _root_sampled was made for
         self._metrics = metrics
         self._header_keys = cfg.header_environ_keys
         self._route_resolver = cfg.route_resolver
@@ -162,22 +158,19 @@ class FlowTrace:
                 candidate = trace.get_current_span(parent_ctx).get_span_context()
                 if candidate.is_valid:
                     parent = candidate
-            if self._random_ids:  # the SDK's RandomIdGenerator, minus two Python calls
+            if spans.random_ids:  # the SDK's RandomIdGenerator, minus two Python calls
                 trace_id = parent.trace_id if parent else getrandbits(128) or 1
                 span_id = getrandbits(64) or 1
             else:
                 ids = spans.id_generator
                 trace_id = parent.trace_id if parent else ids.generate_trace_id()
                 span_id = ids.generate_span_id()
-            sampler = spans.sampler
-            if sampler is not self._root_sampled_for:
-                self._root_sampled = sampling.root_decider(sampler)
-                self._root_sampled_for = sampler
-            root_sampled = self._root_sampled
+            root_sampled = spans.root_sampled  # None unless the sampler is a standard one
             if root_sampled is not None and parent_ctx is None and not otel_context.get_current():
                 sampled, trace_state = root_sampled(trace_id), None  # a root: the fast path
             else:
-                decision = sampler.should_sample(parent_ctx, trace_id, "HTTP", SpanKind.SERVER)
+                decision = spans.sampler.should_sample(parent_ctx, trace_id, "HTTP",
+                                                       SpanKind.SERVER)  # fmt: skip
                 sampled, trace_state = decision.decision in _SAMPLED_DECISIONS, decision.trace_state
             tl.trace_id, tl.span_id, tl.parent, tl.sampled = trace_id, span_id, parent, sampled
             span_ctx = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED,
