@@ -65,7 +65,7 @@ def main() -> None:
     os.environ["OTEL_METRIC_EXPORT_INTERVAL"] = "3600000"  # export only at exit
     try:
         _measure(args.route, args.blocks, args.count)
-        from flowtrace import providers
+        from flowtrace.export import providers
 
         providers.shutdown_owned(2.0)
     finally:
@@ -81,10 +81,10 @@ def _measure(route: str, blocks: int, count: int) -> None:
 
     from flowtrace import FlowTrace
     from flowtrace import semconv as sc
-    from flowtrace.request_info import root_attributes
-    from flowtrace.shape import shape_middleware
-    from flowtrace.totals import stage_totals
-    from flowtrace.tree import build
+    from flowtrace.build.shape import shape_middleware
+    from flowtrace.build.totals import stage_totals
+    from flowtrace.build.tree import build
+    from flowtrace.capture.request_info import root_attributes
 
     django.setup()
     plain = get_wsgi_application()

@@ -49,12 +49,12 @@ def subject(mode: str, route: str, count: int) -> None:
     import django
     from django.core.wsgi import get_wsgi_application
 
-    import flowtrace.django_hooks
+    import flowtrace.capture.django.handler
     from flowtrace import FlowTrace
 
     django.setup()
     if os.environ.get("NO_HOOKS"):
-        flowtrace.django_hooks.is_django_handler = lambda app: False  # type: ignore[assignment]
+        flowtrace.capture.django.handler.is_django_handler = lambda app: False  # type: ignore[assignment]
     environ = {"PATH_INFO": route, "SCRIPT_NAME": ""}
     setup_testing_defaults(environ)
     if mode == "plain":

@@ -38,8 +38,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from flowtrace.progress import terminal
     from flowtrace.regression import bench, remote, results, scenario, workers
+    from flowtrace.report.progress import terminal
 
     spec = scenario.load(args.scenario)
     if args.rounds is not None:

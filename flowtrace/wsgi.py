@@ -20,15 +20,18 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from flowtrace import django_calls, django_hooks, providers, safety
+from flowtrace import safety
+from flowtrace.capture.body import wrap_body
+from flowtrace.capture.django import calls as django_calls
+from flowtrace.capture.django import handler as django_hooks
+from flowtrace.capture.request_info import snapshot
+from flowtrace.capture.timeline import Timeline, clock, current
 from flowtrace.config import Config, load_config
-from flowtrace.direct_export import DirectSpanSink
-from flowtrace.otel import MetricSink, SpanSink
-from flowtrace.pipeline import Pipeline
-from flowtrace.recorder import Recorder
-from flowtrace.request_info import snapshot
-from flowtrace.response import wrap_body
-from flowtrace.timeline import Timeline, clock, current
+from flowtrace.export import providers
+from flowtrace.export.direct import DirectSpanSink
+from flowtrace.export.pipeline import Pipeline
+from flowtrace.export.recorder import Recorder
+from flowtrace.export.sdk import MetricSink, SpanSink
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flowtrace.file_export import to_otlp_json
+from flowtrace.export.file_export import to_otlp_json
 from tests.wsgi_client import call
 
 SECRETS = {

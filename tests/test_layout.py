@@ -12,13 +12,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from flowtrace import FlowTrace
 from flowtrace import semconv as sc
-from flowtrace.direct_export import DirectSpanSink
-from flowtrace.layout import shape_key, slots_of
-from flowtrace.queue_time import queue_ns
-from flowtrace.recorder import Recorder
-from flowtrace.request_info import queue_header
-from flowtrace.timeline import TEMPLATE, VIEW, Timeline
-from flowtrace.tree import build
+from flowtrace.build.tree import build
+from flowtrace.capture.queue_time import queue_ns
+from flowtrace.capture.request_info import queue_header
+from flowtrace.capture.timeline import TEMPLATE, VIEW, Timeline
+from flowtrace.export.direct import DirectSpanSink
+from flowtrace.export.layout import shape_key, slots_of
+from flowtrace.export.recorder import Recorder
 from tests.test_otlp_encode import CapturingSender, CountingIds
 from tests.wsgi_client import call
 

@@ -14,9 +14,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from flowtrace import FlowTrace
-from flowtrace.direct_export import DirectSpanSink
-from flowtrace.otlp_http import OtlpHttpSender
-from flowtrace.recorder import Recorder
+from flowtrace.export.direct import DirectSpanSink
+from flowtrace.export.otlp_http import OtlpHttpSender
+from flowtrace.export.recorder import Recorder
 from tests.wsgi_client import call
 
 
@@ -99,7 +99,7 @@ def test_batched_span_ids_are_distinct_nonzero_and_not_shared_with_a_fork() -> N
 
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-    from flowtrace.direct_export import SpanIds
+    from flowtrace.export.direct import SpanIds
 
     ids = SpanIds(RandomIdGenerator())
     drawn = [ids() for _ in range(1000)]  # more than one draw of 64
@@ -110,7 +110,7 @@ def test_batched_span_ids_are_distinct_nonzero_and_not_shared_with_a_fork() -> N
     script = (
         "import os\n"
         "from opentelemetry.sdk.trace.id_generator import RandomIdGenerator\n"
-        "from flowtrace.direct_export import SpanIds\n"
+        "from flowtrace.export.direct import SpanIds\n"
         "ids = SpanIds(RandomIdGenerator()); ids()\n"
         "r, w = os.pipe()\n"
         "pid = os.fork()\n"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from flowtrace.otlp_http import OtlpHttpSender
+from flowtrace.export.otlp_http import OtlpHttpSender
 from tests.otlp_receiver import running_receiver
 from tests.prometheus import free_port
 

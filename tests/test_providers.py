@@ -22,7 +22,7 @@ APP_CONFIGURED = textwrap.dedent("""
     trace.set_tracer_provider(mine)
     from django.core.wsgi import get_wsgi_application
     from flowtrace import FlowTrace
-    from flowtrace.direct_export import DirectSpanSink
+    from flowtrace.export.direct import DirectSpanSink
     from tests.wsgi_client import call
     app = FlowTrace(get_wsgi_application(), metrics=False)
     assert trace.get_tracer_provider() is mine, "flowtrace replaced the app's provider"
@@ -38,7 +38,7 @@ NOTHING_CONFIGURED = textwrap.dedent("""
     from opentelemetry import trace
     from django.core.wsgi import get_wsgi_application
     from flowtrace import FlowTrace
-    from flowtrace.direct_export import DirectSpanSink
+    from flowtrace.export.direct import DirectSpanSink
     app = FlowTrace(get_wsgi_application())
     provider = trace.get_tracer_provider()
     assert type(provider).__module__.startswith("opentelemetry.sdk"), provider

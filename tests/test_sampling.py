@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import SpanKind
 
-from flowtrace.sampling import root_decider
+from flowtrace.export.sampling import root_decider
 
 STANDARD = [
     ParentBased(ALWAYS_ON),

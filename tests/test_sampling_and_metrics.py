@@ -127,7 +127,7 @@ def test_own_aggregation_and_sdk_fallback_agree(
 ) -> None:
     bridged = make_inprocess()
     assert bridged.app._metrics.bridged
-    monkeypatch.setattr("flowtrace.otel.bridge", lambda provider, aggregation: False)
+    monkeypatch.setattr("flowtrace.export.sdk.bridge", lambda provider, aggregation: False)
     fallback = make_inprocess()  # as with an SDK whose internals changed
     assert not fallback.app._metrics.bridged
     for inproc in (bridged, fallback):

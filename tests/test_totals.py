@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from flowtrace.queue_time import queue_ns
+from flowtrace.build.totals import stage_totals
+from flowtrace.build.tree import build
+from flowtrace.capture.queue_time import queue_ns
+from flowtrace.capture.request_info import queue_header
 from flowtrace.regression.replay import ProfiledApp
-from flowtrace.request_info import queue_header
-from flowtrace.totals import stage_totals
-from flowtrace.tree import build
 from tests.wsgi_client import call
 
 PATHS = ["/hello", "/db", "/stream", "/items/3/", "/items/999/", "/deferred", "/cached",

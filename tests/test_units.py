@@ -8,8 +8,8 @@ import pytest
 from django.test import override_settings
 
 from flowtrace import semconv
+from flowtrace.capture.queue_time import parse_queue_start, queue_ns
 from flowtrace.config import Config, load_config
-from flowtrace.queue_time import parse_queue_start, queue_ns
 
 NOW_S = 1_700_000_000.0
 

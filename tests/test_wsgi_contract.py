@@ -235,7 +235,7 @@ def test_internal_error_is_logged_once_and_requests_go_on(
 
 
 def test_kill_switch_installs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flowtrace import django_calls
+    from flowtrace.capture.django import calls as django_calls
 
     monkeypatch.setenv("FLOWTRACE_ENABLED", "0")
     handler = WSGIHandler()

@@ -11,12 +11,12 @@ import time
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from flowtrace.progress import Progress
 from flowtrace.regression import InputError
 from flowtrace.regression.bench import schedule, store
 from flowtrace.regression.replay import Sample
 from flowtrace.regression.results import new_result
 from flowtrace.regression.scenario import RequestSpec, Scenario
+from flowtrace.report.progress import Progress
 
 
 def _fetch(conn: http.client.HTTPConnection, base: str, spec: RequestSpec) -> Sample:

@@ -20,12 +20,12 @@ from typing import Any
 from opentelemetry.trace import NoOpTracerProvider
 
 from flowtrace import semconv as sc
-from flowtrace.recorder import route_of, status_code_of
+from flowtrace.build.tree import build
+from flowtrace.capture.request_info import method_of
+from flowtrace.capture.timeline import Timeline
+from flowtrace.export.recorder import route_of, status_code_of
 from flowtrace.regression import InputError
 from flowtrace.regression.scenario import RequestSpec, Scenario
-from flowtrace.request_info import method_of
-from flowtrace.timeline import Timeline
-from flowtrace.tree import build
 from flowtrace.wsgi import FlowTrace, WSGIApp
 
 

@@ -27,11 +27,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from flowtrace.progress import Progress
 from flowtrace.regression import InputError
 from flowtrace.regression.bench import Runner, merge, schedule
 from flowtrace.regression.scenario import Scenario
 from flowtrace.regression.scenario import load as load_scenario
+from flowtrace.report.progress import Progress
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowtrace.progress import Progress
 from flowtrace.regression import InputError
 from flowtrace.regression import results as bench_results
+from flowtrace.report.progress import Progress
 from flowtrace.report.spans import SpanReport
 
 

@@ -22,7 +22,7 @@ from inspect import iscoroutinefunction
 from types import FunctionType, MethodType
 from typing import Any
 
-from flowtrace.timeline import HOOK, LAYER, RESOLVE, VIEW, clock, current
+from flowtrace.capture.timeline import HOOK, LAYER, RESOLVE, VIEW, clock, current
 
 Handler = Any  # django.core.handlers.base.BaseHandler (imported lazily)
 

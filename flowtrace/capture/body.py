@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from operator import length_hint
 from typing import Any
 
-from flowtrace.timeline import Timeline, clock, current
+from flowtrace.capture.timeline import Timeline, clock, current
 
 Finish = Callable[[Timeline], None]
 

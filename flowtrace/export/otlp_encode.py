@@ -17,8 +17,8 @@ from itertools import islice
 from struct import Struct
 from typing import Any
 
+from flowtrace.build.tree import Node, PrefixedAttrs, StaticAttrs
 from flowtrace.semconv import STATUS_UNSET
-from flowtrace.tree import Node, PrefixedAttrs, StaticAttrs
 
 _FIXED64 = Struct("<Q").pack
 _DOUBLE = Struct("<d").pack

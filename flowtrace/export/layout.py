@@ -4,7 +4,7 @@ Most requests of a route go through the same stages in the same order: the
 same middleware, the same resolver match, the same view, queries and
 templates. For a kept (exported) request, building its ``Node`` tree and
 encoding ~20 spans one by one is most of flowtrace's cost. So the second
-time a shape is seen, the tree that ``flowtrace.tree`` built for it is
+time a shape is seen, the tree that ``flowtrace.build.tree`` built for it is
 turned into a *layout*: which timestamp starts and ends each span, which
 span is whose parent, the stage totals as sums of timestamps, and the OTLP
 bytes of every span with holes for ids and times. A later request of that
@@ -28,9 +28,9 @@ from struct import Struct
 from typing import Any
 
 from flowtrace import semconv as sc
-from flowtrace.otlp_encode import FLAGS_LOCAL_PARENT, SpanEncoder, static_span, varint
-from flowtrace.timeline import Timeline
-from flowtrace.tree import Node, StaticAttrs, Tree, streaming_attrs
+from flowtrace.build.tree import Node, StaticAttrs, Tree, streaming_attrs
+from flowtrace.capture.timeline import Timeline
+from flowtrace.export.otlp_encode import FLAGS_LOCAL_PARENT, SpanEncoder, static_span, varint
 
 _MAX_LAYOUTS = 256
 _MAX_SEEN = 4096
@@ -128,7 +128,7 @@ def _totals_function(
         entries.append(f"{stage!r}: {expression}")
     # Generated from ints and the stage names of flowtrace.semconv only.
     function: Callable[[list[int]], dict[str, int]] = eval(  # noqa: S307
-        compile(f"lambda s: {{{', '.join(entries)}}}", "<flowtrace.layout totals>", "eval")
+        compile(f"lambda s: {{{', '.join(entries)}}}", "<flowtrace.export.layout totals>", "eval")
     )
     return function
 

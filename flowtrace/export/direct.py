@@ -16,12 +16,12 @@ from typing import Any
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from flowtrace import semconv as sc
-from flowtrace.layout import Layout, Layouts, random_ids, swap_bytes
-from flowtrace.otlp_encode import SpanEncoder
-from flowtrace.otlp_http import OtlpHttpSender
-from flowtrace.sampling import root_decider, sdk_random_ids
-from flowtrace.timeline import Timeline
-from flowtrace.tree import Node
+from flowtrace.build.tree import Node
+from flowtrace.capture.timeline import Timeline
+from flowtrace.export.layout import Layout, Layouts, random_ids, swap_bytes
+from flowtrace.export.otlp_encode import SpanEncoder
+from flowtrace.export.otlp_http import OtlpHttpSender
+from flowtrace.export.sampling import root_decider, sdk_random_ids
 
 _BATCH_SPANS = 512
 _IDS_PER_DRAW = 64
@@ -52,7 +52,7 @@ class SpanIds:
 
     def block(self, count: int) -> list[int]:
         """``count`` ids as ints whose little-endian bytes are the span ids (for
-        ``flowtrace.layout``), drawn in the same order as ``count`` calls."""
+        ``flowtrace.export.layout``), drawn in the same order as ``count`` calls."""
         if self._batched:
             return random_ids(count)
         return [swap_bytes(self._generator.generate_span_id()) for _ in range(count)]

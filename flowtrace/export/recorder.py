@@ -7,9 +7,9 @@ did not, when the request was slow or failed ("keep what matters"): stages
 are just timestamps until here, so that decision can be made at the end.
 
 Three ways to the same numbers, cheapest first: a request whose shape was
-learned is replayed (``flowtrace.layout``); an unexported one gets its totals
-without a tree (``flowtrace.totals``); anything else builds the tree
-(``flowtrace.tree``). Tests pin that all three agree.
+learned is replayed (``flowtrace.export.layout``); an unexported one gets its totals
+without a tree (``flowtrace.build.totals``); anything else builds the tree
+(``flowtrace.build.tree``). Tests pin that all three agree.
 """
 
 from __future__ import annotations
@@ -18,15 +18,21 @@ import traceback
 from typing import Any
 
 from flowtrace import semconv as sc
+from flowtrace.build.shape import count_spans, shape_middleware
+from flowtrace.build.totals import stage_totals
+from flowtrace.build.tree import PrefixedAttrs, StaticAttrs, build
+from flowtrace.capture.queue_time import queue_ns
+from flowtrace.capture.request_info import (
+    QUERY,
+    REQUEST_START,
+    method_of,
+    queue_header,
+    root_attributes,
+)
+from flowtrace.capture.timeline import Timeline
 from flowtrace.config import Config
-from flowtrace.layout import Layout, Layouts, shape_key, slots_of
-from flowtrace.otel import MetricSink, exemplar_for
-from flowtrace.queue_time import queue_ns
-from flowtrace.request_info import QUERY, REQUEST_START, method_of, queue_header, root_attributes
-from flowtrace.shape import count_spans, shape_middleware
-from flowtrace.timeline import Timeline
-from flowtrace.totals import stage_totals
-from flowtrace.tree import PrefixedAttrs, StaticAttrs, build
+from flowtrace.export.layout import Layout, Layouts, shape_key, slots_of
+from flowtrace.export.sdk import MetricSink, exemplar_for
 
 _ROOT_CACHE_LIMIT = 1024
 

@@ -3,7 +3,7 @@
 Most requests are not exported as spans (head sampling), yet every request
 feeds the stage metrics. For those, building ``Node`` objects only to sum
 them is waste: this module nests the same intervals with plain tuples, in
-the same order and with the same tie-breaks as ``flowtrace.tree``, and
+the same order and with the same tie-breaks as ``flowtrace.build.tree``, and
 returns the same totals. A test checks both agree on every route.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowtrace import semconv as sc
-from flowtrace.timeline import CACHE, DB, HOOK, LAYER, RESOLVE, TEMPLATE, VIEW, Timeline
+from flowtrace.capture.timeline import CACHE, DB, HOOK, LAYER, RESOLVE, TEMPLATE, VIEW, Timeline
 
 # event kind -> (priority for equal intervals, stage); the same as tree._event_node
 _KINDS = {

@@ -4,7 +4,7 @@ The root is tiled by top-level stages (``queue | setup-or-app | streaming |
 close``) and every other interval nests inside one of them, so the exclusive
 times of all nodes add up to the root's duration exactly. Metrics use those
 exclusive times; spans use the tree (after the middleware detail level has
-been applied, see ``flowtrace.shape``).
+been applied, see ``flowtrace.build.shape``).
 
 This runs once per request on the exporter thread, so it is written for
 speed: one sort and one pass to nest (children's time is summed on the way),
@@ -19,7 +19,7 @@ from typing import Any
 
 from flowtrace import semconv as sc
 from flowtrace.config import Config
-from flowtrace.timeline import CACHE, DB, HOOK, LAYER, RESOLVE, TEMPLATE, VIEW, Timeline
+from flowtrace.capture.timeline import CACHE, DB, HOOK, LAYER, RESOLVE, TEMPLATE, VIEW, Timeline
 
 _HALF_REQUEST = "request"
 _HALF_RESPONSE = "response"
@@ -29,7 +29,7 @@ _STATIC_LIMIT = 4096
 class StaticAttrs(dict[str, Any]):
     """Attributes shared by all nodes of one kind; never mutated after creation.
 
-    ``encoded`` caches their OTLP bytes (set by ``flowtrace.otlp_encode``).
+    ``encoded`` caches their OTLP bytes (set by ``flowtrace.export.otlp_encode``).
     """
 
     __slots__ = ("encoded", "tail")

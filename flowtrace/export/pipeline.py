@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 
 from flowtrace import safety
-from flowtrace.timeline import Timeline
+from flowtrace.capture.timeline import Timeline
 
 Process = Callable[[Timeline], None]
 

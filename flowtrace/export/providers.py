@@ -46,7 +46,7 @@ def _protocol(signal: str) -> str:
 
 def _span_exporter(cfg: Config) -> SpanExporter | None:
     if cfg.output_file:
-        from flowtrace.file_export import OtlpJsonFileSpanExporter
+        from flowtrace.export.file_export import OtlpJsonFileSpanExporter
 
         return OtlpJsonFileSpanExporter(cfg.output_file)
     kind = _env("OTEL_TRACES_EXPORTER", "otlp")

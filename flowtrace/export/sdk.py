@@ -4,8 +4,8 @@ Spans (the SDK path) are built as ``ReadableSpan`` objects off the request
 thread and handed to the tracer provider's own span processor, so whatever
 processors and exporters the application configured receive flowtrace's
 spans like any others. Metrics use flowtrace's own aggregation merged into
-the SDK's readers (``flowtrace.aggregation``), or SDK instruments where that
-is impossible. (The direct span path lives in ``flowtrace.direct_export``.)
+the SDK's readers (``flowtrace.export.aggregation``), or SDK instruments where that
+is impossible. (The direct span path lives in ``flowtrace.export.direct``.)
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from opentelemetry.trace import (
 )
 
 from flowtrace import semconv as sc
-from flowtrace.aggregation import Aggregation, Key, RawExemplar, bridge
-from flowtrace.sampling import RootDecision, root_decider, sdk_random_ids
-from flowtrace.tree import Node
+from flowtrace.build.tree import Node
+from flowtrace.export.aggregation import Aggregation, Key, RawExemplar, bridge
+from flowtrace.export.sampling import RootDecision, root_decider, sdk_random_ids
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
@@ -181,7 +181,7 @@ class MetricSink:
     """Stage, request and query-count histograms, recorded once per request.
 
     Uses flowtrace's own aggregation merged into the SDK readers when it can
-    (``flowtrace.aggregation``), SDK instruments otherwise.
+    (``flowtrace.export.aggregation``), SDK instruments otherwise.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Process-wide Django hooks: database queries, template renders, cache calls.
 
 These run in any thread, so they find their request through the
-``flowtrace.timeline.current`` context variable and do nothing outside a
+``flowtrace.capture.timeline.current`` context variable and do nothing outside a
 traced request. Each is an install/uninstall pair; installing twice is a
 no-op. Queries go through Django's public ``connection.execute_wrapper``
 hook; templates and caches have no public hook, so their classes' methods
@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from flowtrace.timeline import CACHE, DB, TEMPLATE, clock, current
+from flowtrace.capture.timeline import CACHE, DB, TEMPLATE, clock, current
 
 _lock = threading.Lock()
 _restore: list[Callable[[], None]] = []

@@ -7,7 +7,7 @@ recorded from the full-detail tree before, so they are exact at every level.
 from __future__ import annotations
 
 from flowtrace import semconv as sc
-from flowtrace.tree import Node, Tree, sort_key
+from flowtrace.build.tree import Node, Tree, sort_key
 
 
 def shape_middleware(tree: Tree, mode: str) -> None:

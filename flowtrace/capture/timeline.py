@@ -2,7 +2,7 @@
 
 Everything that runs on the request thread only appends tuples to a list;
 turning them into spans and metrics happens later, off the hot path
-(``flowtrace.tree``). That is what keeps flowtrace's overhead per request in
+(``flowtrace.build.tree``). That is what keeps flowtrace's overhead per request in
 microseconds while still recording ten or more stages.
 """
 
@@ -66,7 +66,7 @@ class Timeline:
     )
 
     def __init__(self, request: tuple[Any, ...], wall_ns: int, t_call: int) -> None:
-        self.request = request  # environ values at REQUEST_KEYS (flowtrace.request_info)
+        self.request = request  # environ values at REQUEST_KEYS (flowtrace.capture.request_info)
         self.wall_ns = wall_ns
         self.t_call = t_call
         self.t_return = 0
