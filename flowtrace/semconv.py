@@ -66,6 +66,7 @@ ATTR_CACHE_HIT: Final = "flowtrace.cache.hit"
 ATTR_CACHE_HITS: Final = "flowtrace.cache.hits"
 ATTR_CACHE_MISSES: Final = "flowtrace.cache.misses"
 ATTR_DB_PARAMETERS: Final = "flowtrace.db.parameters"
+ATTR_DB_ALIAS: Final = "flowtrace.db.alias"  # Django's connection alias, when not "default"
 ATTR_TTFB: Final = "flowtrace.streaming.ttfb"  # seconds from request start
 ATTR_BYTES: Final = "flowtrace.streaming.bytes"
 ATTR_CHUNKS: Final = "flowtrace.streaming.chunks"
@@ -92,6 +93,7 @@ ERROR_TYPE: Final = "error.type"
 DB_SYSTEM: Final = "db.system"
 DB_SYSTEM_NAME: Final = "db.system.name"
 DB_OPERATION: Final = "db.operation.name"
+DB_NAMESPACE: Final = "db.namespace"
 DB_QUERY_TEXT: Final = "db.query.text"
 DB_BATCH_SIZE: Final = "db.operation.batch.size"
 REQUEST_HEADER_PREFIX: Final = "http.request.header."
@@ -102,7 +104,8 @@ STATUS_OK: Final = 1
 STATUS_ERROR: Final = 2
 
 # --- low-cardinality fallbacks --------------------------------------------
-UNMATCHED_ROUTE: Final = "(unmatched)"  # Django 404 / non-Django app
+UNMATCHED_ROUTE: Final = "(unmatched)"  # flowtrace's metrics only: Django 404 / non-Django app
+OVERFLOW_ROUTE: Final = "(other)"  # a new route past max_routes
 OTHER_METHOD: Final = "_OTHER"
 KNOWN_METHODS: Final = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
@@ -117,6 +120,7 @@ DB_QUERIES: Final = "flowtrace.db.queries"
 TTFB: Final = "flowtrace.request.ttfb"  # server receipt to first body byte
 HTTP_SERVER_DURATION: Final = "http.server.request.duration"
 DROPPED: Final = "flowtrace.telemetry.dropped"
+ROUTES_OVERFLOW: Final = "flowtrace.routes.overflow"
 UNIT_SECONDS: Final = "s"
 UNIT_QUERIES: Final = "{query}"
 UNIT_REQUESTS: Final = "{request}"

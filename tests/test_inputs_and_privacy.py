@@ -18,6 +18,7 @@ SECRETS = {
     "form": "form-secret-5e55",
     "sql": "sql-param-secret-ab12",
     "header": "custom-header-secret-77",
+    "api_key": "api-key-secret-3c3c",
 }
 
 
@@ -31,7 +32,7 @@ def _secret_requests(app: Any) -> None:
     call(app, "/t/secret", query=f"token={SECRETS['query']}",
          headers={"Cookie": f"sessionid={SECRETS['cookie']}",
                   "Authorization": f"Bearer {SECRETS['auth']}",
-                  "X-Api-Key": SECRETS["header"]})  # fmt: skip
+                  "X-Tenant": SECRETS["header"], "X-Api-Key": SECRETS["api_key"]})  # fmt: skip
     call(
         app,
         "/t/secret",
@@ -53,10 +54,13 @@ def test_no_secret_is_exported_by_default(make_inprocess: Any) -> None:
 
 
 def test_opt_ins_record_only_what_was_asked(make_inprocess: Any) -> None:
-    inproc = make_inprocess(capture_query="redacted", capture_headers=["X-Api-Key"])
+    asked = ["X-Tenant", "X-Api-Key", "Authorization", "Cookie"]
+    inproc = make_inprocess(capture_query="redacted", capture_headers=asked)
     _secret_requests(inproc.app)
     text = _exported_text(inproc)
     assert SECRETS["header"] in text  # allow-listed header
+    # credential headers: present, never their values, even when asked for
+    assert '"http.request.header.x-api-key"' in text and "[REDACTED]" in text
     assert "token=REDACTED" in text  # query keys, values redacted
     leaked = [n for n, v in SECRETS.items() if v in text and n != "header"]
     assert leaked == []

@@ -14,7 +14,7 @@ from tests.wsgi_client import call
 
 
 def _points(inproc: Any, name: str) -> list[Any]:
-    inproc.app.flush()
+    inproc.app._pipeline.flush()  # one collection per call (each reports exemplars once)
     data = inproc.reader.get_metrics_data()
     return [p for rm in data.resource_metrics for sm in rm.scope_metrics
             for m in sm.metrics if m.name == name for p in m.data.data_points]  # fmt: skip
@@ -144,15 +144,19 @@ def test_own_aggregation_and_sdk_fallback_agree(
     assert len(stages) >= 8
 
 
-def test_sampled_requests_leave_exemplars(make_inprocess: Any) -> None:
+def test_sampled_requests_leave_exemplars_reported_once(make_inprocess: Any) -> None:
     inproc = make_inprocess()
     call(inproc.app, "/hello")
-    [root] = [s for s in inproc.spans() if s.kind.name == "SERVER"]
+    inproc.app._pipeline.flush()  # spans are exported at once (SimpleSpanProcessor)
+    [root] = [s for s in inproc.exporter.get_finished_spans() if s.kind.name == "SERVER"]
     [point] = _points(inproc, "flowtrace.request.duration")
     [exemplar] = point.exemplars
     assert exemplar.trace_id == root.context.trace_id
     assert exemplar.span_id == root.context.span_id
     assert exemplar.value == point.sum
+    # as the SDK's reservoir: an exemplar is reported by the collection after it, once
+    [point] = _points(inproc, "flowtrace.request.duration")
+    assert point.exemplars == [] and point.count == 1
 
 
 def test_dropped_requests_are_counted(make_inprocess: Any) -> None:

@@ -19,7 +19,12 @@ from typing import Any
 
 from flowtrace import semconv as sc
 from flowtrace.config import Config
-from flowtrace.capture.timeline import CACHE, DB, HOOK, LAYER, RESOLVE, TEMPLATE, VIEW, Timeline
+from flowtrace.build.names import view_name
+from flowtrace.build.sql import connection_attributes, operation_name, query_text
+from flowtrace.capture.request_info import method_of
+from flowtrace.capture.timeline import (
+    CACHE, DB, HOOK, LAYER, RESOLVE, TEMPLATE, VIEW, VIEW_RAISED, Timeline,
+)  # fmt: skip
 
 _HALF_REQUEST = "request"
 _HALF_RESPONSE = "response"
@@ -61,7 +66,8 @@ def static(*items: tuple[str, Any]) -> StaticAttrs:
 class Node:
     """One stage interval; becomes one span (unless merged away)."""
 
-    __slots__ = ("name", "stage", "start", "end", "priority", "attrs", "children", "child_time")
+    __slots__ = ("name", "stage", "start", "end", "priority", "attrs", "children", "child_time",
+                 "error")  # fmt: skip
 
     def __init__(self, name: str, stage: str | None, start: int, end: int, priority: int,
                  attrs: dict[str, Any]) -> None:  # fmt: skip
@@ -73,6 +79,7 @@ class Node:
         self.attrs = attrs
         self.children: list[Node] = []
         self.child_time = 0
+        self.error: str | None = None  # a failed call: the span's status is ERROR
 
     @property
     def duration(self) -> int:
@@ -156,26 +163,26 @@ def _layer_nodes(layers: list[tuple[int, int, int]], names: tuple[str, ...]) -> 
     return nodes
 
 
-def _sql_operation(sql: str) -> str:
-    head = sql.lstrip("( \n\t").split(None, 1)
-    return head[0].upper()[:32] if head else ""
-
-
 def _db_node(t0: int, t1: int, payload: Any, cfg: Config) -> Node:
-    sql, vendor, batch, params = payload
-    operation = _sql_operation(sql)
-    items: list[tuple[str, Any]] = [(sc.ATTR_STAGE, sc.DB), (sc.DB_SYSTEM, vendor),
-                                    (sc.DB_SYSTEM_NAME, vendor)]  # fmt: skip
+    sql, alias, system, batch, params, error = payload
+    text = query_text(sql)
+    operation = operation_name(text)
+    items = [(sc.ATTR_STAGE, sc.DB), *connection_attributes(alias, system)]
     if operation:
         items.append((sc.DB_OPERATION, operation))
     if cfg.record_sql:
-        items.append((sc.DB_QUERY_TEXT, sql[: cfg.max_attribute_length]))
+        items.append((sc.DB_QUERY_TEXT, text[: cfg.max_attribute_length]))
     if batch:
         items.append((sc.DB_BATCH_SIZE, batch))
+    if error is not None:
+        items.append((sc.ERROR_TYPE, error))
     if params is not None:
         items.append((sc.ATTR_DB_PARAMETERS, repr(params)[: cfg.max_attribute_length]))
-        return Node(operation or vendor, sc.DB, t0, t1, 6, dict(items))
-    return Node(operation or vendor, sc.DB, t0, t1, 6, static(*items))
+    node = Node(operation or system, sc.DB, t0, t1, 6,
+                dict(items) if params is not None else static(*items))  # fmt: skip
+    if error is not None:
+        node.error = error
+    return node
 
 
 def _event_node(kind: int, t0: int, t1: int, payload: Any, cfg: Config) -> Node | None:
@@ -255,26 +262,36 @@ def build(tl: Timeline, cfg: Config, queue: int | None) -> Tree:
     if django:
         layers = [(t0, t1, p) for kind, t0, t1, p in events if kind == LAYER]
         nodes.extend(_layer_nodes(layers, tl.layer_names))
-    view_end = 0
+    view: tuple[int, Any] | None = None  # (end, payload) of the view call
     resolved = None
     for kind, t0, t1, payload in events:
         if kind == RESOLVE and payload is not None:
-            resolved = payload  # (route, view path): resolution precedes the view
+            resolved = payload  # (route, view callable): resolution precedes the view
         if kind != LAYER:
             node = _event_node(kind, t0, t1, payload, cfg)
             if node is not None:
                 nodes.append(node)
                 if kind == VIEW:
-                    view_end = t1
-                    if resolved is not None and resolved[1]:
-                        node.name = resolved[1]
-                        node.attrs = static((sc.ATTR_STAGE, sc.VIEW), (sc.ATTR_VIEW, resolved[1]))
-    if view_end:
-        for node in nodes:
-            if node.stage == sc.TEMPLATE and node.start >= view_end:
-                node.attrs = static(*node.attrs.items(), (sc.ATTR_TEMPLATE_DEFERRED, True))
+                    view = (t1, payload)
+                    name = view_name(resolved[1], method_of(tl.request)[1]) if resolved else None
+                    if name:
+                        node.name = name
+                        node.attrs = static((sc.ATTR_STAGE, sc.VIEW), (sc.ATTR_VIEW, name))
+    if view is not None and view[1] != VIEW_RAISED:
+        _mark_deferred(nodes, view[0], events)
     _nest(root, nodes)
     return Tree(root, nodes, resolved)
+
+
+def _mark_deferred(nodes: list[Node], view_end: int, events: list[Any]) -> None:
+    """A template rendered after the view returned, inside Django's own
+    ``_get_response`` (layer 0): a TemplateResponse's deferred render."""
+    handler_end = next((t1 for kind, _, t1, index in events if kind == LAYER and index == 0),
+                       None)  # fmt: skip
+    for node in nodes:
+        if (node.stage == sc.TEMPLATE and node.start >= view_end
+                and (handler_end is None or node.end <= handler_end)):  # fmt: skip
+            node.attrs = static(*node.attrs.items(), (sc.ATTR_TEMPLATE_DEFERRED, True))
 
 
 def streaming_attrs(tl: Timeline) -> StaticAttrs:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from operator import length_hint
 from typing import Any
 
+from opentelemetry.context import attach, detach
+
 from flowtrace.capture.timeline import Timeline, clock, current
 
 Finish = Callable[[Timeline], None]
@@ -53,9 +55,13 @@ class TracedBody:
     def __iter__(self) -> Iterator[bytes]:
         if self._it is None:
             token = current.set(self._tl)
+            ctx = self._tl.otel_context
+            otel_token = attach(ctx) if ctx is not None else None
             try:
                 self._it = iter(self._inner)
             finally:
+                if otel_token is not None:
+                    detach(otel_token)
                 current.reset(token)
             kind = type(self._it)
             self._plain = kind in _PLAIN_ITERATORS
@@ -96,8 +102,10 @@ class TracedBody:
                 self._done = True
                 tl.t_last_chunk = clock()
                 raise
-        else:
+        else:  # app code runs here (a generator): the request's contexts are current
             token = current.set(tl)
+            ctx = tl.otel_context
+            otel_token = attach(ctx) if ctx is not None else None
             try:
                 chunk = next(it)
             except StopIteration:
@@ -109,6 +117,8 @@ class TracedBody:
                     tl.exc = exc
                 raise
             finally:
+                if otel_token is not None:
+                    detach(otel_token)
                 current.reset(token)
         if not tl.chunks:
             tl.t_first_chunk = clock()
@@ -148,6 +158,8 @@ def timed_close(tl: Timeline, inner_close: Callable[[], object] | None, finish: 
     """Call the inner ``close()`` (once, by the caller's guard), timed, then finish."""
     tl.t_close_start = clock()
     token = current.set(tl)
+    ctx = tl.otel_context  # request_finished receivers: spans they make join the trace
+    otel_token = attach(ctx) if ctx is not None else None
     try:
         if inner_close is not None:
             inner_close()
@@ -156,6 +168,8 @@ def timed_close(tl: Timeline, inner_close: Callable[[], object] | None, finish: 
             tl.exc = exc
         raise
     finally:
+        if otel_token is not None:
+            detach(otel_token)
         current.reset(token)
         tl.t_close_end = clock()
         finish(tl)

@@ -9,6 +9,8 @@ are never read unless the user opts in (``capture_query``,
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -28,9 +30,11 @@ REQUEST_KEYS = (
     "HTTP_X_REQUEST_START",
     "HTTP_X_QUEUE_START",
     "QUERY_STRING",
+    "REMOTE_ADDR",
 )
 (METHOD, PATH_INFO, SCRIPT_NAME, SCHEME, HOST, SERVER_NAME, SERVER_PORT,
- PROTOCOL, USER_AGENT, REQUEST_START, QUEUE_START, QUERY) = range(len(REQUEST_KEYS))  # fmt: skip
+ PROTOCOL, USER_AGENT, REQUEST_START, QUEUE_START, QUERY, REMOTE_ADDR) = range(
+    len(REQUEST_KEYS))  # fmt: skip
 _HEADERS = len(REQUEST_KEYS)  # opt-in header values follow the fixed keys
 
 
@@ -70,7 +74,53 @@ def _redact_query(query: str) -> str:
     return urlencode([(key, "REDACTED") for key, _ in pairs])
 
 
-def root_attributes(request: tuple[Any, ...], cfg: Config) -> dict[str, Any]:
+#: Request headers whose values are never recorded, even when listed in
+#: ``capture_headers`` (as OpenTelemetry's sanitize lists do): "[REDACTED]".
+CREDENTIAL_HEADERS = frozenset((
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
+    "x-auth-token", "x-csrftoken", "x-csrf-token", "x-xsrf-token", "x-amz-security-token",
+))  # fmt: skip
+REDACTED = "[REDACTED]"
+#: Route parameters whose values ``url_path="sanitized"`` masks in ``url.path``.
+_SECRET_PARAMETER = re.compile(
+    r"token|secret|passw|signature|signed|uidb|nonce|apikey|(^|_)(key|sig|hash|auth|code|pwd|otp)"
+    r"(_|$)", re.IGNORECASE)  # fmt: skip
+
+
+def _sanitize_fields() -> re.Pattern[str] | None:
+    """``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS``, as OpenTelemetry reads it."""
+    raw = os.environ.get("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", "")
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    if not items:
+        return None
+    try:
+        return re.compile("|".join(items), re.IGNORECASE)
+    except re.error:
+        return None
+
+
+def masked_path(path: str, match: Any, mode: Any) -> str:
+    """``url.path`` under the ``url_path`` option: route parameters' values masked
+    as ``{name}`` (all of them, or only secret-looking ones), or a callable's answer."""
+    if mode == "full" or match is None and not callable(mode):
+        return path
+    if callable(mode):
+        return str(mode(path, match))
+    values: dict[str, str] = {}
+    for name, value in getattr(match, "kwargs", {}).items():
+        if isinstance(value, str) and value and (mode == "route" or _SECRET_PARAMETER.search(name)):
+            values[value] = name
+    if mode == "route":
+        for index, value in enumerate(getattr(match, "args", ())):
+            if isinstance(value, str) and value:
+                values.setdefault(value, str(index))
+    if not values:
+        return path
+    return "/".join("{" + values[part] + "}" if part in values else part
+                    for part in path.split("/"))  # fmt: skip
+
+
+def root_attributes(request: tuple[Any, ...], cfg: Config, match: Any = None) -> dict[str, Any]:
     """Stable HTTP semantic-convention attributes for the SERVER span."""
     limit = cfg.max_attribute_length
     method, original = method_of(request)
@@ -78,9 +128,8 @@ def root_attributes(request: tuple[Any, ...], cfg: Config) -> dict[str, Any]:
     if original != method:
         attrs[sc.HTTP_METHOD_ORIGINAL] = original
     path = wsgi_text(request[SCRIPT_NAME], limit) + wsgi_text(request[PATH_INFO], limit)
-    attrs[sc.URL_PATH] = path[:limit] or "/"
-    if isinstance(request[SCHEME], str):
-        attrs[sc.URL_SCHEME] = request[SCHEME][:16]
+    attrs[sc.URL_PATH] = masked_path(path, match, cfg.url_path)[:limit] or "/"
+    attrs.update(protocol_attributes(request))
     host = request[HOST] if isinstance(request[HOST], str) else request[SERVER_NAME]
     if isinstance(host, str) and host:
         name, _, port = host[:255].rpartition(":") if host.count(":") == 1 else (host[:255], "", "")
@@ -88,16 +137,27 @@ def root_attributes(request: tuple[Any, ...], cfg: Config) -> dict[str, Any]:
         port = port or (request[SERVER_PORT] if not request[HOST] else "")
         if isinstance(port, str) and port.isdigit() and len(port) <= 5:
             attrs[sc.SERVER_PORT] = int(port)
-    protocol = request[PROTOCOL]
-    if isinstance(protocol, str) and protocol.startswith("HTTP/"):
-        attrs[sc.PROTOCOL_VERSION] = protocol[5:12]
-    if isinstance(request[USER_AGENT], str):
+    if cfg.record_user_agent and isinstance(request[USER_AGENT], str):
         attrs[sc.USER_AGENT] = wsgi_text(request[USER_AGENT], limit)
     query = request[QUERY]
     if cfg.capture_query != "off" and isinstance(query, str) and query:
         text = wsgi_text(query, limit)
         attrs[sc.URL_QUERY] = text if cfg.capture_query == "full" else _redact_query(text)
+    sanitize = _sanitize_fields() if cfg.capture_headers else None
     for (_, name), value in zip(cfg.header_environ_keys, request[_HEADERS:], strict=False):
         if isinstance(value, str):
-            attrs[sc.REQUEST_HEADER_PREFIX + name] = (wsgi_text(value, limit),)
+            secret = name in CREDENTIAL_HEADERS or (sanitize is not None and sanitize.search(name))
+            text = REDACTED if secret else wsgi_text(value, limit)
+            attrs[sc.REQUEST_HEADER_PREFIX + name] = (text,)
+    return attrs
+
+
+def protocol_attributes(request: tuple[Any, ...]) -> dict[str, Any]:
+    """``url.scheme`` and ``network.protocol.version``: the semconv metric's too."""
+    attrs: dict[str, Any] = {}
+    if isinstance(request[SCHEME], str):
+        attrs[sc.URL_SCHEME] = request[SCHEME][:16]
+    protocol = request[PROTOCOL]
+    if isinstance(protocol, str) and protocol.startswith("HTTP/"):
+        attrs[sc.PROTOCOL_VERSION] = protocol[5:12]
     return attrs

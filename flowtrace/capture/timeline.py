@@ -15,12 +15,15 @@ from typing import Any
 # Event kinds: each event is a tuple ``(kind, t_start_ns, t_end_ns, payload)``.
 LAYER = 0  # one middleware layer (payload: layer index); split into halves later
 HOOK = 1  # process_view / process_template_response / process_exception
-RESOLVE = 2  # URL resolution (payload: ResolverMatch or None)
-VIEW = 3  # the view callable (payload: view dotted name)
+RESOLVE = 2  # URL resolution (payload: (route, view callable), or None if it raised)
+VIEW = 3  # the view callable (payload: None, or VIEW_RAISED)
 TEMPLATE = 4  # a template render (payload: template name)
-DB = 5  # a query (payload: DbCall)
+DB = 5  # a query (payload: (sql, connection, batch size, params kept, error type))
 CACHE = 6  # a cache call (payload: (operation, backend, hit-info))
 APP = 7  # the WSGI application call (payload: None)
+
+#: VIEW payload when the view raised (its templates are then not "deferred").
+VIEW_RAISED = "raised"
 
 Event = tuple[int, int, int, Any]
 
@@ -55,14 +58,18 @@ class Timeline:
         "client_gone",
         "file_wrapper",
         "exc",
-        "app_exc_info",
+        "app_exc",
         "route",
+        "match",
         "layer_names",
         "trace_id",
         "span_id",
         "parent",
         "sampled",
+        "trace_state",
+        "otel_context",
         "keep_sql_params",
+        "cache_owner",
     )
 
     def __init__(self, request: tuple[Any, ...], wall_ns: int, t_call: int) -> None:
@@ -81,14 +88,18 @@ class Timeline:
         self.client_gone = False
         self.file_wrapper = False
         self.exc: BaseException | None = None  # escaped to the WSGI server
-        self.app_exc_info: tuple[str, str, str] | None = None  # handled by Django
-        self.route: str | None = None
+        self.app_exc: BaseException | None = None  # handled by Django (a 500 page)
+        self.route: str | None = None  # from a route resolver
+        self.match: Any = None  # Django's ResolverMatch (path redaction reads its args)
         self.layer_names: tuple[str, ...] = ()
         self.trace_id = 0
         self.span_id = 0
         self.parent: Any = None  # remote parent SpanContext, if any
         self.sampled = False
+        self.trace_state: Any = None  # the sampler's TraceState, if not empty
+        self.otel_context: Any = None  # the root's context, re-attached around app code
         self.keep_sql_params = False  # per FlowTrace option, read by the DB hook
+        self.cache_owner: Any = None  # the cache backend whose call is running
 
     @property
     def wall_offset(self) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
+from fnmatch import fnmatchcase
 from time import time_ns
 from typing import Any
 
@@ -39,7 +40,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 Key = tuple[tuple[str, Any], ...]
-RawExemplar = tuple[int, int, int]  # trace_id, span_id, time_ns
+RawExemplar = tuple[int, int, int, bool]  # trace_id, span_id, time_ns, sampled
 _CUMULATIVE = AggregationTemporality.CUMULATIVE
 
 
@@ -54,7 +55,8 @@ class _Series:
         self.high = float("-inf")
         self.exemplars: dict[int, Any] = {}
 
-    def add(self, value: float, bounds: tuple[float, ...], exemplar: RawExemplar | None) -> None:
+    def add(self, value: float, bounds: tuple[float, ...], exemplar: RawExemplar | None,
+            generation: int = 0) -> None:  # fmt: skip
         bucket = bisect_left(bounds, value)
         self.counts[bucket] += 1
         self.total += value
@@ -63,8 +65,8 @@ class _Series:
             self.low = value
         if value > self.high:
             self.high = value
-        if exemplar is not None:  # (trace_id, span_id, time_ns): built at collection
-            self.exemplars[bucket] = (value, exemplar)
+        if exemplar is not None:  # the last one per bucket, as the SDK's reservoir keeps
+            self.exemplars[bucket] = (value, exemplar, generation)
 
 
 class HistogramAggregator:
@@ -75,6 +77,7 @@ class HistogramAggregator:
         self.bounds = tuple(float(b) for b in bounds)
         self._series: dict[Key, _Series] = {}
         self._by_base: dict[Key, dict[str, _Series]] = {}  # record_each's shortcut
+        self.generation = 0  # bumped at each collection: exemplars are reported once
 
     def record_each(
         self, base: Key, label: str, values: dict[str, int], exemplar: RawExemplar | None
@@ -87,15 +90,15 @@ class HistogramAggregator:
         by_name = self._by_base.get(base)
         if by_name is None:
             by_name = self._by_base[base] = {}
-        bounds = self.bounds
+        bounds, generation = self.bounds, self.generation
         for name, ns in values.items():
             series = by_name.get(name)
             if series is None:
                 series = by_name[name] = self._series_for(base + ((label, name),))
-            series.add(ns / 1e9, bounds, exemplar)
+            series.add(ns / 1e9, bounds, exemplar, generation)
 
     def record(self, key: Key, value: float, exemplar: RawExemplar | None = None) -> None:
-        self._series_for(key).add(value, self.bounds, exemplar)
+        self._series_for(key).add(value, self.bounds, exemplar, self.generation)
 
     def _series_for(self, key: Key) -> _Series:
         series = self._series.get(key)
@@ -103,7 +106,9 @@ class HistogramAggregator:
             series = self._series[key] = _Series(len(self.bounds) + 1)
         return series
 
-    def metric(self, start_ns: int, now_ns: int) -> Metric | None:
+    def metric(self, start_ns: int, now_ns: int, since: int) -> Metric | None:
+        """The cumulative points; exemplars only those recorded since generation
+        ``since`` (this reader's previous collection), as the SDK reports them."""
         if not self._series:
             return None
         points = [
@@ -119,7 +124,8 @@ class HistogramAggregator:
                 max=s.high,
                 exemplars=[
                     Exemplar({}, value, t, span_id, trace_id)
-                    for value, (trace_id, span_id, t) in s.exemplars.values()
+                    for value, (trace_id, span_id, t, _), generation in s.exemplars.values()
+                    if generation >= since
                 ],
             )  # fmt: skip
             for key, s in self._series.items()
@@ -136,6 +142,8 @@ class Aggregation:
         self.histograms: list[HistogramAggregator] = []
         self._dropped = dropped
         self._dropped_meta: tuple[str, str, str] | None = None
+        self._counters: list[tuple[str, str, str, Callable[[], int]]] = []
+        self._collected: dict[int, int] = {}  # reader -> generation after its last collection
         self.start_ns = time_ns()
 
     def histogram(
@@ -148,13 +156,26 @@ class Aggregation:
     def dropped_counter(self, name: str, unit: str, description: str) -> None:
         self._dropped_meta = (name, unit, description)
 
-    def produce(self) -> ScopeMetrics:
+    def counter(self, name: str, unit: str, description: str, value: Callable[[], int]) -> None:
+        """A cumulative counter read at collection time."""
+        self._counters.append((name, unit, description, value))
+
+    def produce(self, reader: Any = None) -> ScopeMetrics:
+        """What ``reader`` collects now: cumulative points, and the exemplars
+        recorded since its previous collection."""
         now = time_ns()
         with self.lock:
-            metrics = [m for h in self.histograms if (m := h.metric(self.start_ns, now))]
+            since = self._collected.get(id(reader), 0)
+            metrics = [m for h in self.histograms if (m := h.metric(self.start_ns, now, since))]
+            generation = self.histograms[0].generation + 1 if self.histograms else 0
+            for histogram in self.histograms:
+                histogram.generation = generation
+            self._collected[id(reader)] = generation
+        counters = list(self._counters)
         if self._dropped_meta is not None:
-            name, unit, description = self._dropped_meta
-            point = NumberDataPoint({}, self.start_ns, now, self._dropped())
+            counters.insert(0, (*self._dropped_meta, self._dropped))
+        for name, unit, description, value in counters:
+            point = NumberDataPoint({}, self.start_ns, now, value())
             metrics.append(Metric(name, description, unit, Sum([point], _CUMULATIVE, True)))
         return ScopeMetrics(self.scope, metrics, "")
 
@@ -185,10 +206,67 @@ def _wants_cumulative_histograms(reader: Any) -> bool:
     return temporality == _CUMULATIVE and default_ok
 
 
+_FILTERS = {"TraceBasedExemplarFilter": "trace_based", "AlwaysOnExemplarFilter": "always_on",
+            "AlwaysOffExemplarFilter": "always_off"}  # fmt: skip
+
+
+def exemplar_policy(provider: Any) -> str | None:
+    """The provider's exemplar filter as flowtrace applies it itself, or None for
+    a filter flowtrace does not know (then the SDK's instruments must apply it)."""
+    config = getattr(provider, "_sdk_config", None)
+    exemplar_filter = getattr(config, "exemplar_filter", None)
+    if exemplar_filter is None:
+        return "trace_based"
+    return _FILTERS.get(type(exemplar_filter).__name__)
+
+
+def _view_may_match(view: Any, scope: InstrumentationScope, names: list[tuple[str, str]]) -> bool:
+    """Could this SDK View select one of flowtrace's instruments? (Unknown view
+    internals count as yes: the SDK's own instruments then apply the view.)"""
+    try:
+        name_pattern = view._instrument_name
+        unit_pattern = view._instrument_unit
+        instrument_type = view._instrument_type
+        meter = (view._meter_name, view._meter_version, view._meter_schema_url)
+    except AttributeError:
+        return True
+    if meter[0] is not None and meter[0] != scope.name:
+        return False
+    if meter[1] is not None and meter[1] != scope.version:
+        return False
+    if meter[2] is not None and meter[2] != (scope.schema_url or ""):
+        return False
+    if instrument_type is not None:
+        from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+        from opentelemetry.sdk.metrics import ObservableCounter
+
+        if not (issubclass(SdkHistogram, instrument_type)
+                or issubclass(ObservableCounter, instrument_type)):  # fmt: skip
+            return False
+    return any(
+        (name_pattern is None or fnmatchcase(name, name_pattern.lower()))
+        and (unit_pattern is None or fnmatchcase(unit, unit_pattern))
+        for name, unit in names
+    )
+
+
+def views_apply(provider: Any, scope: InstrumentationScope, names: list[tuple[str, str]]) -> bool:
+    """True when one of the provider's Views may select a flowtrace instrument."""
+    config = getattr(provider, "_sdk_config", None)
+    views = getattr(config, "views", ())
+    return any(_view_may_match(view, scope, names) for view in views)
+
+
 def bridge(provider: Any, aggregation: Aggregation) -> bool:
     """Merge ``aggregation`` into every reader of an SDK MeterProvider."""
     if not isinstance(provider, SdkMeterProvider):
         return False
+    names = [(h.name, h.unit) for h in aggregation.histograms]
+    names += [(name, unit) for name, unit, _, _ in aggregation._counters]
+    if aggregation._dropped_meta is not None:
+        names.append(aggregation._dropped_meta[:2])
+    if views_apply(provider, aggregation.scope, names) or exemplar_policy(provider) is None:
+        return False  # the user's Views and exemplar filter win: SDK instruments
     config = getattr(provider, "_sdk_config", None)
     # SDK >= 1.3x keeps readers on the provider; older ones on its config.
     readers = getattr(provider, "_metric_readers", None) or getattr(config, "metric_readers", None)
@@ -206,7 +284,7 @@ def bridge(provider: Any, aggregation: Aggregation) -> bool:
             reader_: Any, timeout_millis: float = 10_000, _original: Any = original
         ) -> MetricsData:
             data = _original(reader_, timeout_millis=timeout_millis)
-            return _merge(data, aggregation.produce(), resource)
+            return _merge(data, aggregation.produce(reader_), resource)
 
         reader._collect = collect
     return True

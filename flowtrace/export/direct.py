@@ -46,9 +46,13 @@ class SpanIds:
         def after_fork() -> None:
             ids = ref()
             if ids is not None:
-                ids._drawn = []
+                ids.after_fork()
 
         os.register_at_fork(after_in_child=after_fork)
+
+    def after_fork(self) -> None:
+        """A forked child never reuses ids its parent had drawn."""
+        self._drawn = []
 
     def block(self, count: int) -> list[int]:
         """``count`` ids as ints whose little-endian bytes are the span ids (for
@@ -154,3 +158,11 @@ class DirectSpanSink:
 
     def prepare_exit(self, budget: float) -> None:
         self.sender.limit_timeout(budget)
+
+    def after_fork(self, python_hooks_ran: bool) -> None:
+        """In a forked child: the parent's buffered spans are the parent's to send,
+        and its connection is the parent's socket."""
+        self._pending = []
+        self._pending_spans = self._pending_requests = 0
+        self.sender.after_fork()
+        self._span_ids.after_fork()

@@ -232,7 +232,7 @@ def _span_recipe(
             segments.append(_Dynamic(position, parent, index[node.start], index[node.end],
                                      node.name))  # fmt: skip
             continue
-        if type(node.attrs) is not StaticAttrs:
+        if type(node.attrs) is not StaticAttrs or node.error is not None:
             return None
         tail = encoder.static_tail(node.name, node.attrs, FLAGS_LOCAL_PARENT, "")
         size = 2 + 16 + 2 + 8 + 2 + 8 + 9 + 9 + len(tail)

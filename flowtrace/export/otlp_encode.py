@@ -18,7 +18,7 @@ from struct import Struct
 from typing import Any
 
 from flowtrace.build.tree import Node, PrefixedAttrs, StaticAttrs
-from flowtrace.semconv import STATUS_UNSET
+from flowtrace.semconv import STATUS_ERROR, STATUS_UNSET
 
 _FIXED64 = Struct("<Q").pack
 _DOUBLE = Struct("<d").pack
@@ -233,15 +233,16 @@ class SpanEncoder:
             node, parent_id = todo.pop()
             span_id = new_span_id()
             attrs = node.attrs
-            if type(attrs) is StaticAttrs:
+            if type(attrs) is StaticAttrs and node.error is None:
                 tail = self.static_tail(node.name, attrs, FLAGS_LOCAL_PARENT, trace_state)
                 out.append(static_span(ids_prefix, span_id, parent_id, node.start + wall_offset,
                                        node.end + wall_offset, tail))  # fmt: skip
             else:
+                status = (STATUS_ERROR, "") if node.error is not None else (STATUS_UNSET, "")
                 out.append(self.span(ids_prefix[2:18], span_id, parent_id, node.name,
                                      SPAN_KIND_INTERNAL, node.start + wall_offset,
                                      node.end + wall_offset, attrs, FLAGS_LOCAL_PARENT,
-                                     trace_state))  # fmt: skip
+                                     trace_state, status))  # fmt: skip
             for child in node.children:
                 todo.append((child, span_id))
         return out

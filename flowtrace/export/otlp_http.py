@@ -1,10 +1,20 @@
 """A minimal OTLP/HTTP client for flowtrace's direct span export.
 
-Reads the standard variables (``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``,
-``..._HEADERS``, ``..._TIMEOUT`` in seconds as the Python SDK reads it,
-``..._COMPRESSION=gzip``). It never retries inline: a failed batch is dropped
-and counted, and sending pauses with exponential backoff (0.5 s up to 30 s), so
-a dead or slow collector costs the app nothing but the lost telemetry.
+It reads the variables the stock OTLP/HTTP span exporter reads, with the same
+meaning: ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``, ``..._HEADERS``,
+``..._TIMEOUT`` (seconds; an invalid value warns and means 10),
+``..._COMPRESSION`` (``gzip``, ``deflate``, ``none``), ``..._CERTIFICATE``,
+``..._CLIENT_KEY`` and ``..._CLIENT_CERTIFICATE`` (mutual TLS), and the CA
+bundle variables ``requests`` honours (``REQUESTS_CA_BUNDLE``,
+``CURL_CA_BUNDLE``, else certifi's bundle, as ``requests`` verifies). What it
+does not implement (an HTTP proxy from ``HTTPS_PROXY`` and friends, a
+credential-provider session, ``.netrc`` credentials, the exporter's own
+metrics) makes ``unsupported_reason()`` answer, and flowtrace then takes the
+SDK's exporter instead.
+
+It never retries inline: a failed batch is dropped and counted, and sending
+pauses with exponential backoff (0.5 s up to 30 s), so a dead or slow
+collector costs the app nothing but the lost telemetry.
 """
 
 from __future__ import annotations
@@ -13,35 +23,111 @@ import gzip
 import http.client
 import logging
 import os
+import ssl
 import time
-from urllib.parse import unquote, urlsplit
+import zlib
+from contextlib import suppress
+from urllib.parse import urlsplit
 
 logger = logging.getLogger("flowtrace")
 
 _DEFAULT_ENDPOINT = "http://localhost:4318"
+_DEFAULT_TIMEOUT = 10.0
+_CREDENTIAL_PROVIDERS = ("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+                         "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER")  # fmt: skip
 
 
 def _env(name: str) -> str:
+    """The traces-specific variable, else the general one (as the SDK reads them)."""
     return os.environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or os.environ.get(
         f"OTEL_EXPORTER_OTLP_{name}", ""
     )
 
 
 def traces_url() -> str:
-    specific = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    specific = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
     if specific:
         return specific
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or _DEFAULT_ENDPOINT
-    return base.rstrip("/") + "/v1/traces"
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "") or _DEFAULT_ENDPOINT
+    return base.removesuffix("/") + "/v1/traces"
+
+
+def _sdk_version() -> str:
+    try:
+        from opentelemetry.exporter.otlp.proto.http.version import __version__
+
+        return str(__version__)
+    except ImportError:  # pragma: no cover - the exporter is a dependency
+        return "unknown"
 
 
 def _headers() -> dict[str, str]:
-    headers = {"Content-Type": "application/x-protobuf", "User-Agent": "flowtrace"}
-    for item in _env("HEADERS").split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip():
-            headers[unquote(key.strip())] = unquote(value.strip())
+    """The stock exporter's headers: its defaults, then ``..._HEADERS`` (W3C
+    baggage syntax, URL-encoded, parsed by the SDK's own function)."""
+    from opentelemetry.util.re import parse_env_headers
+
+    headers = {"content-type": "application/x-protobuf",
+               "user-agent": "OTel-OTLP-Exporter-Python/" + _sdk_version()}  # fmt: skip
+    headers.update(parse_env_headers(_env("HEADERS"), liberal=True))
     return headers
+
+
+def _timeout() -> float:
+    raw = _env("TIMEOUT")
+    if not raw:
+        return _DEFAULT_TIMEOUT
+    try:
+        return float(raw)
+    except ValueError:
+        logger.warning("flowtrace: invalid OTLP timeout %r, using the default of %s seconds",
+                       raw, _DEFAULT_TIMEOUT)  # fmt: skip
+        return _DEFAULT_TIMEOUT
+
+
+def _compression() -> str:
+    value = (_env("COMPRESSION") or "none").strip().lower()
+    if value not in ("gzip", "deflate", "none"):
+        logger.warning("flowtrace: unsupported OTLP compression %r, sending uncompressed", value)
+        return "none"
+    return value
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """Verification as ``requests`` does it for the stock exporter: its CA bundle
+    variables first, then ``..._CERTIFICATE``, then certifi's bundle."""
+    cafile = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+              or _env("CERTIFICATE") or None)  # fmt: skip
+    if cafile is None:
+        try:
+            import certifi
+
+            cafile = certifi.where()
+        except ImportError:  # pragma: no cover - requests depends on certifi
+            cafile = None
+    context = ssl.create_default_context(cafile=cafile)
+    client_cert, client_key = _env("CLIENT_CERTIFICATE"), _env("CLIENT_KEY")
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key or None)
+    return context
+
+
+def unsupported_reason(url: str | None = None) -> str | None:
+    """Why the direct client cannot send as the stock exporter would, or None."""
+    for variable in _CREDENTIAL_PROVIDERS:
+        if os.environ.get(variable):
+            return f"{variable} is set"
+    if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() == "true":
+        return "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED is set"
+    url = url or traces_url()
+    try:
+        from requests.utils import get_environ_proxies, get_netrc_auth
+    except ImportError:  # pragma: no cover - the stock exporter depends on requests
+        return None
+    if get_environ_proxies(url):
+        return "an HTTP proxy applies to the endpoint"
+    if get_netrc_auth(url):
+        return ".netrc credentials apply to the endpoint"
+    return None
 
 
 class OtlpHttpSender:
@@ -53,13 +139,13 @@ class OtlpHttpSender:
         self._https = parts.scheme == "https"
         self._host = parts.hostname or "localhost"
         self._port = parts.port or (443 if self._https else 80)
-        self._path = parts.path or "/v1/traces"
-        raw_timeout = _env("TIMEOUT")
-        self.timeout = timeout if timeout is not None else float(raw_timeout or 10)
-        self._gzip = _env("COMPRESSION").strip().lower() == "gzip"
+        self._path = (parts.path or "/v1/traces") + (f"?{parts.query}" if parts.query else "")
+        self.timeout = timeout if timeout is not None else _timeout()
+        self._compression = _compression()
         self._headers = _headers()
-        if self._gzip:
-            self._headers["Content-Encoding"] = "gzip"
+        if self._compression != "none":
+            self._headers["content-encoding"] = self._compression
+        self._ssl = _ssl_context() if self._https else None
         self._conn: http.client.HTTPConnection | None = None
         self._backoff = 0.0
         self._resume_at = 0.0
@@ -68,17 +154,29 @@ class OtlpHttpSender:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=self.timeout)
+            if self._https:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self.timeout, context=self._ssl
+                )
+            else:
+                self._conn = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self.timeout
+                )
         return self._conn
+
+    def _body(self, body: bytes) -> bytes:
+        if self._compression == "gzip":
+            return gzip.compress(body, compresslevel=1)
+        if self._compression == "deflate":
+            return zlib.compress(body, 1)
+        return body
 
     def send(self, body: bytes) -> bool:
         """Send one request; False (and nothing sent) while backing off or on error."""
         now = time.monotonic()
         if now < self._resume_at:
             return False
-        if self._gzip:
-            body = gzip.compress(body, compresslevel=1)
+        body = self._body(body)
         try:
             conn = self._connection()
             conn.request("POST", self._path, body, self._headers)
@@ -113,3 +211,11 @@ class OtlpHttpSender:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connection (its socket is
+        shared with the parent; closing our copy does not disturb it)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.sock is not None:
+            with suppress(OSError):
+                conn.sock.detach()  # leave the parent's socket alone

@@ -1,28 +1,47 @@
 """The exporter thread: Timelines in (bounded), spans and metrics out.
 
-The request thread's only cost is ``submit()``: a length check and a deque
-append. One daemon thread per process builds trees, records metrics and
-hands spans to the SDK. When the queue is full the request's telemetry is
-dropped and counted (``flowtrace.telemetry.dropped``): memory stays bounded
-whatever the collector does. The thread is (re)started lazily, so a
-gunicorn ``--preload`` fork gets its own; pending work is flushed at exit,
+The request thread's only cost is ``submit()``: a pid check, a length check
+and a deque append. One daemon thread per process builds trees, records
+metrics and hands spans to the SDK. When the queue is full the request's
+telemetry is dropped and counted (``flowtrace.telemetry.dropped``): memory
+stays bounded whatever the collector does. Pending work is flushed at exit,
 within ``shutdown_timeout`` seconds whatever the collector does.
+
+Forks: the thread is (re)started lazily, so a gunicorn ``--preload`` fork gets
+its own. A server that forks from C without Python's fork hooks (uWSGI's
+default mode) is caught by the pid check in ``submit()``; either way every
+``on_fork`` callback runs once in the child (told whether Python's own hooks
+ran, i.e. whether the SDK restarted its threads itself).
+
+Under gevent the thread is a greenlet: a drain yields to the hub every
+``_YIELD_EVERY_NS`` of work, so it never holds up the worker's requests for
+longer than that.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from os import getpid
 
 from flowtrace import safety
 from flowtrace.capture.timeline import Timeline
 
 Process = Callable[[Timeline], None]
+ForkCallback = Callable[[bool], None]  # called in the child: did Python's fork hooks run?
+_YIELD_EVERY_NS = 2_000_000  # under gevent: hand the hub back after 2 ms of work
+
+
+def _gevent_patched() -> bool:
+    """True when threading is gevent's (the export thread is then a greenlet)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey is not None and monkey.is_module_patched("threading"))
 
 
 class Pipeline:
@@ -51,14 +70,17 @@ class Pipeline:
         self._busy = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._pid = getpid()
+        self.on_fork: list[ForkCallback] = []
         self.dropped = 0
         self.processed = 0
+        self.submitted = 0
         ref = weakref.ref(self)
 
         def after_fork() -> None:
             pipeline = ref()
             if pipeline is not None:
-                pipeline._after_fork()
+                pipeline._after_fork(True)
 
         def at_exit() -> None:
             pipeline = ref()
@@ -70,6 +92,9 @@ class Pipeline:
 
     def submit(self, tl: Timeline) -> None:
         """Queue a finished request; never blocks, drops when full."""
+        if self._pid != getpid():  # forked without Python's fork hooks (uWSGI)
+            self._after_fork(False)
+        self.submitted += 1
         pending = self._pending
         if len(pending) >= self._max_pending or self._stopped:
             self.dropped += 1
@@ -88,19 +113,25 @@ class Pipeline:
                 self._thread = thread
 
     def _run(self) -> None:
+        cooperative = _gevent_patched()
         while not self._stopped:
             self._wake.wait(self._interval)
             self._wake.clear()
-            self.drain()
+            self.drain(cooperative=cooperative)
 
-    def drain(self, deadline: float | None = None) -> None:
+    def drain(self, deadline: float | None = None, cooperative: bool = False) -> None:
         """Process everything pending, in this thread, then hand on what was built.
 
         With a ``deadline`` (``time.monotonic()``), give up when it passes:
-        what is left is dropped and counted, so exit never hangs.
+        what is left is dropped and counted, so exit never hangs. With
+        ``cooperative`` (gevent), yield to the hub every few milliseconds.
         """
         pending = self._pending
+        slice_start = time.perf_counter_ns()
         while pending:
+            if cooperative and time.perf_counter_ns() - slice_start > _YIELD_EVERY_NS:
+                time.sleep(0)  # gevent's sleep: let the worker's requests run
+                slice_start = time.perf_counter_ns()
             if not self._acquire(deadline):
                 break
             try:
@@ -158,9 +189,18 @@ class Pipeline:
             safety.report("shutdown", exc, reraise=False)
         self._wake.set()
 
-    def _after_fork(self) -> None:
-        """In a forked child: the parent's thread does not exist here."""
+    def _after_fork(self, python_hooks_ran: bool) -> None:
+        """In a forked child: the parent's thread, and its work, do not exist here."""
+        if self._pid == getpid():
+            return  # already done (both the hook and the pid check)
+        self._pid = getpid()
         self._pending = deque()
         self._wake = threading.Event()
         self._busy = threading.Lock()
         self._thread = None
+        self.dropped = self.processed = self.submitted = 0
+        for callback in self.on_fork:
+            try:
+                callback(python_hooks_ran)
+            except Exception as exc:
+                safety.report("after_fork", exc, reraise=False)

@@ -3,10 +3,16 @@
 Explicit ``tracer_provider=`` / ``meter_provider=`` win; then whatever the
 application registered globally. Only when the global provider is still
 OpenTelemetry's default proxy (the SDK was never configured) does flowtrace
-configure it from the standard ``OTEL_*`` variables: OTLP over
-``http/protobuf`` unless ``OTEL_EXPORTER_OTLP_PROTOCOL`` says ``grpc``, a
-batch span processor, a periodic metric reader. It never replaces a
-provider the application set up.
+configure it from the standard ``OTEL_*`` variables, as the SDK's own
+auto-configuration would: ``OTEL_TRACES_EXPORTER`` and
+``OTEL_METRICS_EXPORTER`` are comma-separated lists (``otlp``, ``console``,
+``prometheus``, ``none``), OTLP over ``http/protobuf`` unless
+``OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]PROTOCOL`` says ``grpc``, a batch span
+processor and a periodic metric reader. ``OTEL_SDK_DISABLED=true`` switches
+flowtrace off. It never replaces a provider the application set up.
+
+The SDK exporters flowtrace creates would log every failed attempt; their
+records are folded into one flowtrace line per signal (``_QuietExporters``).
 """
 
 from __future__ import annotations
@@ -34,8 +40,14 @@ def _env(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip().lower()
 
 
-def _sdk_disabled() -> bool:
+def sdk_disabled() -> bool:
     return _env("OTEL_SDK_DISABLED") == "true"
+
+
+def _exporters(variable: str, default: str) -> list[str]:
+    """An ``OTEL_*_EXPORTER`` list; ``none`` anywhere means none at all."""
+    names = [n.strip() for n in _env(variable, default).split(",") if n.strip()]
+    return [] if "none" in names else names
 
 
 def _protocol(signal: str) -> str:
@@ -44,18 +56,13 @@ def _protocol(signal: str) -> str:
     )
 
 
-def _span_exporter(cfg: Config) -> SpanExporter | None:
-    if cfg.output_file:
-        from flowtrace.export.file_export import OtlpJsonFileSpanExporter
-
-        return OtlpJsonFileSpanExporter(cfg.output_file)
-    kind = _env("OTEL_TRACES_EXPORTER", "otlp")
-    if kind == "none":
-        return None
+def _span_exporter(kind: str) -> SpanExporter:
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
+    if kind != "otlp":
+        raise ValueError(f"flowtrace: OTEL_TRACES_EXPORTER={kind!r} is not otlp, console or none")
     if _protocol("TRACES") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
             OTLPSpanExporter,
@@ -70,48 +77,133 @@ def _span_exporter(cfg: Config) -> SpanExporter | None:
     return HttpSpanExporter()
 
 
-def _metric_readers(cfg: Config) -> list[MetricReader]:
-    kind = _env("OTEL_METRICS_EXPORTER", "none" if cfg.output_file else "otlp")
-    if kind == "none":
-        return []
-    if kind == "prometheus":
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import start_http_server
+def _span_exporters(cfg: Config) -> list[SpanExporter]:
+    if cfg.output_file:
+        from flowtrace.export.file_export import OtlpJsonFileSpanExporter
 
-        host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
-        port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
+        return [OtlpJsonFileSpanExporter(cfg.output_file)]
+    return [_span_exporter(kind) for kind in _exporters("OTEL_TRACES_EXPORTER", "otlp")]
+
+
+def _prometheus_reader() -> MetricReader | None:
+    """A Prometheus endpoint in this process, or None (one line saying why) when
+    its port is taken: several worker processes cannot share one endpoint."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
+    port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
+    try:
         start_http_server(port, addr=host)
-        return [PrometheusMetricReader()]
+    except OSError as exc:
+        logger.warning(
+            "flowtrace: cannot serve Prometheus metrics on %s:%d (%s); this process's metrics "
+            "are not exposed. One endpoint serves one process: with several workers, send "
+            "OTLP to a Collector and let it expose /metrics (README, Deploying).",
+            host, port, exc.strerror or exc,
+        )  # fmt: skip
+        return None
+    _PROMETHEUS_PID.append(os.getpid())
+    return PrometheusMetricReader()
+
+
+_PROMETHEUS_PID: list[int] = []  # the process serving the Prometheus endpoint
+
+
+def _metric_reader(kind: str) -> MetricReader | None:
+    if kind == "prometheus":
+        return _prometheus_reader()
     if kind == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-        return [PeriodicExportingMetricReader(ConsoleMetricExporter())]
+        return PeriodicExportingMetricReader(ConsoleMetricExporter())
+    if kind != "otlp":
+        raise ValueError(
+            f"flowtrace: OTEL_METRICS_EXPORTER={kind!r} is not otlp, prometheus, console or none"
+        )
     if _protocol("METRICS") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found,unused-ignore]
             OTLPMetricExporter,
         )
 
-        return [PeriodicExportingMetricReader(OTLPMetricExporter())]
+        return PeriodicExportingMetricReader(OTLPMetricExporter())
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )
 
-    return [PeriodicExportingMetricReader(HttpMetricExporter())]
+    return PeriodicExportingMetricReader(HttpMetricExporter())
+
+
+def _metric_readers() -> list[MetricReader]:
+    readers = (_metric_reader(kind) for kind in _exporters("OTEL_METRICS_EXPORTER", "otlp"))
+    return [reader for reader in readers if reader is not None]
 
 
 def direct_export_possible(cfg: Config) -> bool:
-    """True when spans would go to OTLP/HTTP: flowtrace can encode them itself."""
-    return (
-        not cfg.output_file
-        and _env("OTEL_TRACES_EXPORTER", "otlp") == "otlp"
-        and _protocol("TRACES") == "http/protobuf"
-    )
+    """True when spans would go to OTLP/HTTP only, with nothing the direct client
+    does not do as the stock exporter would (see ``otlp_http.unsupported_reason``)."""
+    if cfg.output_file or _exporters("OTEL_TRACES_EXPORTER", "otlp") != ["otlp"]:
+        return False
+    if _protocol("TRACES") != "http/protobuf":
+        return False
+    from flowtrace.export.otlp_http import unsupported_reason
 
+    reason = unsupported_reason()
+    if reason is not None:
+        logger.info("flowtrace: spans go through the SDK's OTLP exporter (%s)", reason)
+        return False
+    return True
+
+
+# --- the SDK exporters' own logging ------------------------------------------------
+
+_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.sdk.metrics._internal.export",
+    "opentelemetry.sdk.trace.export",
+)
+
+
+class _QuietExporters(logging.Filter):
+    """Folds the SDK exporters' per-attempt warnings ("Transient error ...
+    retrying", "Failed to export") into one flowtrace line per logger."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        if record.name not in self.said:
+            self.said.add(record.name)
+            logger.warning("flowtrace: telemetry export failed (%s: %s); further failures of "
+                           "this exporter are not logged", record.name.rsplit(".", 1)[-1],
+                           record.getMessage()[:200])  # fmt: skip
+        return False
+
+
+_quiet = _QuietExporters()
+
+
+def _silence_sdk_exporters() -> None:
+    for name in _EXPORTER_LOGGERS:
+        target = logging.getLogger(name)
+        if _quiet not in target.filters:
+            target.addFilter(_quiet)
+
+
+# --- providers flowtrace owns -------------------------------------------------------
 
 _owned: list[Any] = []  # providers flowtrace created, shut down together at exit
 
 
-def _shut_down_at_exit(provider: Any, seconds: float) -> None:
+def _own(provider: Any, seconds: float) -> None:
     """The SDK's own exit hook waits for the exporter's timeout and retries (10 s and
     more against a dead collector), so for providers it created flowtrace disables it.
     ``FlowTrace`` shuts them down after its final flush, within what is left of its
@@ -119,6 +211,7 @@ def _shut_down_at_exit(provider: Any, seconds: float) -> None:
     if not _owned:
         atexit.register(shutdown_owned, seconds)
     _owned.append(provider)
+    _silence_sdk_exporters()
 
 
 def shutdown_owned(seconds: float) -> None:
@@ -135,6 +228,11 @@ def shutdown_owned(seconds: float) -> None:
         thread.join(max(deadline - time.monotonic(), 0.0))
 
 
+def forget_owned() -> None:
+    """A process that never served a request exits without a final export."""
+    _owned.clear()
+
+
 def _shutdown(provider: Any, seconds: float) -> None:
     try:
         if isinstance(provider, SdkMeterProvider):
@@ -145,37 +243,93 @@ def _shutdown(provider: Any, seconds: float) -> None:
         logger.debug("flowtrace: provider shutdown failed: %r", exc)
 
 
+def after_fork(used: list[Any], python_hooks_ran: bool) -> None:
+    """In a forked worker. When the fork bypassed Python's fork hooks (uWSGI's
+    default mode), restart what the SDK's own hooks would have restarted in the
+    providers flowtrace uses: their span processors' and metric readers' threads."""
+    if not python_hooks_ran:
+        for provider in used:
+            for part in _threads_of(provider):
+                reinit = getattr(part, "_at_fork_reinit", None)
+                if callable(reinit):
+                    try:
+                        reinit()
+                    except Exception as exc:
+                        logger.debug("flowtrace: could not restart %r after a fork: %r", part, exc)
+    if _PROMETHEUS_PID and _PROMETHEUS_PID[0] != os.getpid():
+        logger.warning(
+            "flowtrace: the Prometheus endpoint is served by the process that set it up (pid "
+            "%d), not by this forked worker (pid %d): this worker's metrics are not exposed. "
+            "With several workers, send OTLP to a Collector (README, Deploying).",
+            _PROMETHEUS_PID[0], os.getpid(),
+        )  # fmt: skip
+        _PROMETHEUS_PID[:] = [os.getpid()]  # said once per process
+
+
+def _threads_of(provider: Any) -> list[Any]:
+    """The SDK objects that run an export thread (internal attributes, read with
+    care: an SDK that renamed them simply restarts nothing)."""
+    parts: list[Any] = []
+    if isinstance(provider, SdkMeterProvider):
+        readers = getattr(provider, "_metric_readers", None) or getattr(
+            getattr(provider, "_sdk_config", None), "metric_readers", None
+        )
+        parts += list(readers or ())
+    else:
+        multi = getattr(provider, "_active_span_processor", None)
+        for processor in getattr(multi, "_span_processors", ()):
+            parts.append(processor)
+            inner = getattr(processor, "_batch_processor", None)
+            if inner is not None:
+                parts.append(inner)
+    return parts
+
+
+def exports_spans(provider: Any) -> bool:
+    """Does this provider (one flowtrace created) have a span processor?"""
+    multi = getattr(provider, "_active_span_processor", None)
+    return bool(getattr(multi, "_span_processors", (True,)))
+
+
+def reads_metrics(provider: Any) -> bool:
+    """Does this provider (one flowtrace created) have a metric reader?"""
+    readers = getattr(provider, "_metric_readers", None)
+    if readers is None:
+        readers = getattr(getattr(provider, "_sdk_config", None), "metric_readers", (True,))
+    return bool(readers)
+
+
 def tracer_provider(given: Any, cfg: Config) -> tuple[Any, bool]:
     """(provider, configured here): given, global, or a new SDK one set globally."""
     if given is not None:
         return given, False
     current = trace.get_tracer_provider()
-    if not isinstance(current, trace.ProxyTracerProvider) or _sdk_disabled():
+    if not isinstance(current, trace.ProxyTracerProvider):
         return current, False
     provider = SdkTracerProvider(resource=Resource.create(), shutdown_on_exit=False)
-    _shut_down_at_exit(provider, cfg.shutdown_timeout)
-    exporter = _span_exporter(cfg)
-    if exporter is not None:
+    _own(provider, cfg.shutdown_timeout)
+    for exporter in _span_exporters(cfg):
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     logger.info("flowtrace: configured the OpenTelemetry tracer provider from OTEL_*")
     return trace.get_tracer_provider(), True
 
 
-def meter_provider(given: Any, cfg: Config) -> Any:
-    """Like ``tracer_provider`` for metrics."""
+def meter_provider(given: Any, cfg: Config) -> tuple[Any, bool]:
+    """Like ``tracer_provider`` for metrics. ``FLOWTRACE_OUTPUT_FILE`` does not change
+    where metrics go: ``OTEL_METRICS_EXPORTER`` (OTLP by default) decides."""
     if given is not None:
-        return given
+        return given, False
     current = metrics.get_meter_provider()
-    if type(current).__name__ != "_ProxyMeterProvider" or _sdk_disabled():
-        return current
+    if type(current).__name__ != "_ProxyMeterProvider":
+        return current, False
     provider = SdkMeterProvider(
-        metric_readers=_metric_readers(cfg), resource=Resource.create(), shutdown_on_exit=False
+        metric_readers=_metric_readers(), resource=Resource.create(), shutdown_on_exit=False
     )
-    _shut_down_at_exit(provider, cfg.shutdown_timeout)
+    _own(provider, cfg.shutdown_timeout)
     metrics.set_meter_provider(provider)
     logger.info("flowtrace: configured the OpenTelemetry meter provider from OTEL_*")
-    return metrics.get_meter_provider()
+    return metrics.get_meter_provider(), True
 
 
 def otel_django_active() -> bool:

@@ -14,19 +14,26 @@ without a tree (``flowtrace.build.totals``); anything else builds the tree
 
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
 from flowtrace import semconv as sc
+from flowtrace.build.outcome import (
+    error_of,
+    error_type_of,
+    root_outcome,
+    route_of,
+    status_code_of,
+    trusted_queue_ns,
+)
 from flowtrace.build.shape import count_spans, shape_middleware
 from flowtrace.build.totals import stage_totals
 from flowtrace.build.tree import PrefixedAttrs, StaticAttrs, build
-from flowtrace.capture.queue_time import queue_ns
 from flowtrace.capture.request_info import (
+    _HEADERS,
     QUERY,
     REQUEST_START,
     method_of,
-    queue_header,
+    protocol_attributes,
     root_attributes,
 )
 from flowtrace.capture.timeline import Timeline
@@ -34,59 +41,29 @@ from flowtrace.config import Config
 from flowtrace.export.layout import Layout, Layouts, shape_key, slots_of
 from flowtrace.export.sdk import MetricSink, exemplar_for
 
+__all__ = ["Recorder", "route_of", "status_code_of"]
+
 _ROOT_CACHE_LIMIT = 1024
 
 
-def _plain_trace_state(tl: Timeline) -> bool:
-    """No propagated ``tracestate`` (learned layouts encode an empty one)."""
-    return tl.parent is None or not tl.parent.trace_state
+class RouteLimiter:
+    """At most ``limit`` distinct ``http.route`` values per process; later new ones
+    become ``(other)`` and are counted: a route resolver (or a regex route
+    rendered as itself) can never flood the metrics backend with series."""
 
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = {sc.UNMATCHED_ROUTE}
+        self.overflowed = 0
 
-def status_code_of(status: str | None) -> int:
-    if not status:
-        return 0
-    try:
-        return int(status[:3])
-    except ValueError:
-        return 0
-
-
-def route_of(tl: Timeline, resolved: tuple[Any, Any] | None) -> str:
-    """http.route: the route resolver's answer, Django's pattern, or the fallback."""
-    if tl.route:
-        return tl.route
-    route = resolved[0] if resolved is not None else None
-    return "/" + route if isinstance(route, str) else sc.UNMATCHED_ROUTE
-
-
-def _error_type(tl: Timeline, status_code: int) -> str | None:
-    if tl.exc is not None:
-        return type(tl.exc).__qualname__
-    return str(status_code) if status_code >= 500 else None
-
-
-def error_of(tl: Timeline) -> tuple[str, str, str] | None:
-    """(type, message, stacktrace) of an exception the app raised or Django handled.
-
-    Formatting a traceback is not free, so this runs only for exported spans.
-    """
-    if tl.exc is not None:
-        exc = tl.exc
-        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return type(exc).__qualname__, str(exc)[:1024], stack[:8192]
-    return tl.app_exc_info
-
-
-def root_outcome(
-    error: tuple[str, str, str] | None, status_code: int
-) -> tuple[tuple[int, str], dict[str, str] | None]:
-    """(status code, description) of the SERVER span and its ``exception`` event
-    attributes: ERROR on an exception or a 5xx, as the HTTP semconv asks."""
-    if error is not None:
-        exception = {"exception.type": error[0], "exception.message": error[1],
-                     "exception.stacktrace": error[2]}  # fmt: skip
-        return (sc.STATUS_ERROR, f"{error[0]}: {error[1]}"[:256]), exception
-    return ((sc.STATUS_ERROR, "") if status_code >= 500 else (sc.STATUS_UNSET, "")), None
+    def __call__(self, route: str) -> str:
+        if route in self.seen:
+            return route
+        if len(self.seen) < self.limit:
+            self.seen.add(route)
+            return route
+        self.overflowed += 1
+        return sc.OVERFLOW_ROUTE
 
 
 class Recorder:
@@ -101,22 +78,27 @@ class Recorder:
         replayable = cfg.middleware_spans == "halves" and not cfg.metrics_per_middleware
         self.layouts: Layouts | None = getattr(spans, "layouts", None) if replayable else None
         self._root_cache: dict[Any, StaticAttrs] = {}
-        self._query_ignored = 1 if cfg.capture_query == "off" else 0
+        self._query_captured = cfg.capture_query != "off"
+        self._networks = cfg.trusted_networks
+        self.routes = RouteLimiter(cfg.max_routes)
+        self._exemplars = getattr(metrics, "exemplars", "trace_based")
 
     def __call__(self, tl: Timeline) -> None:
         cfg = self.cfg
-        queue = queue_ns(queue_header(tl.request), tl.wall_ns, cfg.max_queue_time)
+        queue = trusted_queue_ns(tl, cfg, self._networks)
         status_code = status_code_of(tl.status) or (500 if tl.exc is not None else 0)
-        error_type = _error_type(tl, status_code)
+        error_type = error_type_of(tl, status_code)
         root_start = tl.t_call - (queue or 0)
         duration = max(tl.t_close_end or tl.t_return, tl.t_return) - root_start
         ttfb = tl.t_first_chunk - root_start if tl.t_first_chunk else None
-        keep = self._keep_reason(tl, duration, error_type) if self.spans.enabled else None
+        # the server's own time: a client's (or a proxy's) queue header never forces export
+        keep = self._keep_reason(tl, duration - (queue or 0), error_type) if self.spans.enabled \
+            else None  # fmt: skip
         method, _ = method_of(tl.request)
-        outcome = (method, status_code, error_type, duration, ttfb)
+        outcome = (method, status_code, error_type, duration, ttfb, queue or 0)
         layouts = self.layouts
         key = slots = None
-        if layouts is not None and _plain_trace_state(tl):
+        if layouts is not None and tl.trace_state is None:
             key = shape_key(tl, queue)
             if key is not None:
                 slots = slots_of(tl, queue)
@@ -131,20 +113,18 @@ class Recorder:
             # metrics need no tree, the totals come straight from the events.
             if self.metrics is not None:
                 totals, resolved, queries = stage_totals(tl, queue)
-                route = route_of(tl, resolved)
-                self._record(route, method, status_code, totals, None, duration, queries,
-                             ttfb, error_type, None)  # fmt: skip
+                route = self.routes(route_of(tl, resolved))
+                self._record(tl, route, outcome, totals, None, queries, self._exemplar(tl, None))
             return
         tree = build(tl, cfg, queue)
         if layouts is not None and key is not None and slots is not None:
             layouts.learn(key, tree, slots)
-        route = route_of(tl, tree.resolved)
+        route = self.routes(route_of(tl, tree.resolved))
         queries = tree.count(sc.DB)
         if self.metrics is not None:
             per_mw = tree.middleware_totals() if cfg.metrics_per_middleware else None
-            exemplar = exemplar_for(tl.trace_id, tl.span_id, tl.wall_ns) if keep else None
-            self._record(route, method, status_code, tree.stage_totals(), per_mw, duration,
-                         queries, ttfb, error_type, exemplar)  # fmt: skip
+            self._record(tl, route, outcome, tree.stage_totals(), per_mw, queries,
+                         self._exemplar(tl, keep))  # fmt: skip
         if keep is None:
             return
         root = tree.root
@@ -158,15 +138,14 @@ class Recorder:
 
     def _replay(
         self, tl: Timeline, layout: Layout, slots: list[int], keep: str | None,
-        outcome: tuple[str, int, str | None, int, int | None], root_start: int,
+        outcome: tuple[str, int, str | None, int, int | None, int], root_start: int,
     ) -> None:  # fmt: skip
         """Metrics and (if kept) spans of a request whose shape has a layout."""
-        method, status_code, error_type, duration, ttfb = outcome
-        route = route_of(tl, layout.resolved)
+        method, status_code, error_type, duration, ttfb, _ = outcome
+        route = self.routes(route_of(tl, layout.resolved))
         if self.metrics is not None:
-            exemplar = exemplar_for(tl.trace_id, tl.span_id, tl.wall_ns) if keep else None
-            self._record(route, method, status_code, layout.stage_totals(slots), None, duration,
-                         layout.queries, ttfb, error_type, exemplar)  # fmt: skip
+            self._record(tl, route, outcome, layout.stage_totals(slots), None, layout.queries,
+                         self._exemplar(tl, keep))  # fmt: skip
         if keep is None:
             return
         root = self._root(tl, route, method, status_code, error_type, layout.queries, keep, ttfb,
@@ -179,28 +158,34 @@ class Recorder:
     ) -> tuple[str, dict[str, Any], tuple[int, str], dict[str, str] | None]:  # fmt: skip
         """The SERVER span's name, attributes, status and exception event."""
         outcome = (route, status_code, error_type, queries, keep, 1 + spans)
-        attrs = PrefixedAttrs(self._root_constants(tl.request, outcome))
+        attrs = PrefixedAttrs(self._root_constants(tl, outcome))
         if ttfb is not None:  # the one attribute that changes with every request
             attrs[sc.ATTR_TTFB] = ttfb / 1e9
-        name = f"{method if method != sc.OTHER_METHOD else 'HTTP'} {route}"
-        status, exception = root_outcome(error_of(tl), status_code)
+        verb = method if method != sc.OTHER_METHOD else "HTTP"
+        # nothing matched: no http.route and the span is named by the method alone (semconv)
+        name = verb if route == sc.UNMATCHED_ROUTE else f"{verb} {route}"
+        error = error_of(tl, self.cfg.record_exception_messages)
+        status, exception = root_outcome(error, status_code)
         return name, attrs, status, exception
 
     def _root_constants(
-        self, request: tuple[Any, ...], outcome: tuple[str, int, str | None, int, str, int]
+        self, tl: Timeline, outcome: tuple[str, int, str | None, int, str, int]
     ) -> StaticAttrs:
         """The SERVER span's attributes but the time to first byte, shared with the
         earlier requests that said and got the same (a bounded cache: most requests
         of a route repeat them, so the direct encoder encodes them once)."""
-        # the query string matters only when captured; queue headers never do
-        key = (request[:REQUEST_START] + request[QUERY + self._query_ignored :], outcome)
+        request = tl.request
+        # the query string matters only when captured; queue headers and the peer never do
+        key = (request[:REQUEST_START], self._query_captured and request[QUERY],
+               request[_HEADERS:], outcome)  # fmt: skip
         attrs = self._root_cache.get(key)
         if attrs is None:
             if len(self._root_cache) >= _ROOT_CACHE_LIMIT:
                 self._root_cache.clear()
-            items = root_attributes(request, self.cfg)
+            items = root_attributes(request, self.cfg, tl.match)
             route, status_code, error_type, queries, keep, spans = outcome
-            items[sc.HTTP_ROUTE] = route
+            if route != sc.UNMATCHED_ROUTE:
+                items[sc.HTTP_ROUTE] = route
             if status_code:
                 items[sc.HTTP_STATUS] = status_code
             if error_type:
@@ -212,16 +197,46 @@ class Recorder:
         return attrs
 
     def _record(
-        self, route: str, method: str, status_code: int, totals: dict[str, int],
-        per_middleware: dict[str, int] | None, duration: int, queries: int,
-        ttfb: int | None, error_type: str | None, exemplar: Any,
+        self, tl: Timeline, route: str, outcome: tuple[str, int, str | None, int, int | None, int],
+        totals: dict[str, int], per_middleware: dict[str, int] | None, queries: int,
+        exemplar: Any,
     ) -> None:  # fmt: skip
         assert self.metrics is not None
+        method, status_code, error_type, duration, ttfb, queue = outcome
         base: tuple[tuple[str, Any], ...] = ((sc.HTTP_ROUTE, route), (sc.HTTP_METHOD, method))
         if status_code:
             base += ((sc.HTTP_STATUS, status_code),)
+        http_key = None
+        if self.metrics.http is not None:
+            http_key = self._http_key(tl, route, method, status_code, error_type)
         self.metrics.record(base, totals, per_middleware, duration, queries, ttfb, error_type,
-                            exemplar)  # fmt: skip
+                            exemplar, http_key, duration - queue)  # fmt: skip
+
+    @staticmethod
+    def _http_key(tl: Timeline, route: str, method: str, status_code: int,
+                  error_type: str | None) -> tuple[tuple[str, Any], ...]:  # fmt: skip
+        """``http.server.request.duration``'s attributes, as the HTTP conventions
+        list them (no ``http.route`` when nothing matched)."""
+        items: list[tuple[str, Any]] = [(sc.HTTP_METHOD, method)]
+        items += protocol_attributes(tl.request).items()
+        if status_code:
+            items.append((sc.HTTP_STATUS, status_code))
+        if route != sc.UNMATCHED_ROUTE:
+            items.append((sc.HTTP_ROUTE, route))
+        if error_type:
+            items.append((sc.ERROR_TYPE, error_type))
+        return tuple(items)
+
+    def _exemplar(self, tl: Timeline, keep: str | None) -> Any:
+        """The trace a metric point links to, under the exemplar filter: the
+        exported trace (trace_based), every request's (always_on), or none; on the
+        SDK-instrument path every request's, and the SDK's filter decides."""
+        policy = self._exemplars
+        if policy == "always_off" or not tl.trace_id:
+            return None
+        if keep is None and policy == "trace_based":
+            return None
+        return exemplar_for(tl.trace_id, tl.span_id, tl.wall_ns, keep is not None)
 
     def _keep_reason(self, tl: Timeline, duration_ns: int, error_type: str | None) -> str | None:
         if tl.sampled:

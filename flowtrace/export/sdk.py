@@ -10,6 +10,7 @@ is impossible. (The direct span path lives in ``flowtrace.export.direct``.)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from typing import Any
@@ -31,11 +32,13 @@ from opentelemetry.trace import (
 
 from flowtrace import semconv as sc
 from flowtrace.build.tree import Node
-from flowtrace.export.aggregation import Aggregation, Key, RawExemplar, bridge
+from flowtrace.export.aggregation import Aggregation, Key, RawExemplar, bridge, exemplar_policy
 from flowtrace.export.sampling import RootDecision, root_decider, sdk_random_ids
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
 
 
 def _version() -> str:
@@ -140,8 +143,8 @@ class SpanSink:
             ctx = SpanContext(trace_id, new_id(), False, _SAMPLED, trace_state)
             yield ReadableSpan(
                 node.name, ctx, parent_ctx, self.resource, node.attrs, (), (),
-                SpanKind.INTERNAL, None, _UNSET, to_wall(node.start), to_wall(node.end),
-                self.scope,
+                SpanKind.INTERNAL, None, _UNSET if node.error is None else _ERROR,
+                to_wall(node.start), to_wall(node.end), self.scope,
             )  # fmt: skip
             todo.extend((child, ctx) for child in node.children)
 
@@ -153,7 +156,7 @@ class _SdkHistogram:
         self._histogram = histogram
 
     def record(self, key: Key, value: float, exemplar: RawExemplar | None = None) -> None:
-        ctx = exemplar_context(exemplar[0], exemplar[1]) if exemplar else None
+        ctx = exemplar_context(*exemplar) if exemplar else None
         self._histogram.record(value, dict(key), ctx)
 
     def record_each(
@@ -181,12 +184,16 @@ class MetricSink:
     """Stage, request and query-count histograms, recorded once per request.
 
     Uses flowtrace's own aggregation merged into the SDK readers when it can
-    (``flowtrace.export.aggregation``), SDK instruments otherwise.
+    (``flowtrace.export.aggregation``), SDK instruments otherwise: when the
+    provider is not the SDK's, or one of its Views may select a flowtrace
+    instrument, or its exemplar filter is not one of the SDK's three.
+    ``exemplars`` tells the recorder which requests offer an exemplar.
     """
 
     def __init__(
-        self, provider: MeterProvider, http_server_metric: bool, dropped: Callable[[], int]
-    ) -> None:
+        self, provider: MeterProvider, http_server_metric: bool, dropped: Callable[[], int],
+        counters: tuple[tuple[str, str, str, Callable[[], int]], ...] = (),
+    ) -> None:  # fmt: skip
         self.provider = provider
         self._dropped = dropped
         wanted = _HISTOGRAMS if http_server_metric else _HISTOGRAMS[:4]
@@ -194,20 +201,33 @@ class MetricSink:
         for name, unit, bounds, description in wanted:
             aggregation.histogram(name, unit, description, bounds)
         aggregation.dropped_counter(sc.DROPPED, sc.UNIT_REQUESTS, _DROPPED_DESCRIPTION)
+        for counter in counters:
+            aggregation.counter(*counter)
         self.lock: Any = aggregation.lock
         self.bridged = bridge(provider, aggregation)
         recorders: list[Any] = list(aggregation.histograms)
+        # the SDK instruments apply the filter themselves: offer every request's
+        self.exemplars = (exemplar_policy(provider) or "sdk") if self.bridged else "sdk"
         if not self.bridged:
             self.lock = nullcontext()
-            recorders = self._sdk_instruments(provider, wanted)
+            recorders = self._sdk_instruments(provider, wanted, counters)
         self.stage, self.request, self.queries, self.ttfb = recorders[:4]
         self.http = recorders[4] if http_server_metric else None
+        self._aggregation = aggregation
 
-    def _sdk_instruments(self, provider: MeterProvider, wanted: Any) -> list[Any]:
+    def after_fork(self, python_hooks_ran: bool) -> None:
+        """In a forked child: a lock the parent's collector held at the fork
+        would never be released here."""
+        if self.bridged:
+            self._aggregation.lock = self.lock = threading.Lock()
+
+    def _sdk_instruments(self, provider: MeterProvider, wanted: Any, counters: Any) -> list[Any]:
         meter: Meter = provider.get_meter(sc.METER_NAME, _version())
         meter.create_observable_counter(
             sc.DROPPED, [self._observe_dropped], sc.UNIT_REQUESTS, _DROPPED_DESCRIPTION
         )
+        for name, unit, description, value in counters:
+            meter.create_observable_counter(name, [_observer(value)], unit, description)
         return [
             _SdkHistogram(meter.create_histogram(
                 name, unit, description, explicit_bucket_boundaries_advisory=bounds))
@@ -227,8 +247,14 @@ class MetricSink:
         ttfb_ns: int | None,
         error_type: str | None,
         exemplar: RawExemplar | None,
+        http_key: Key | None = None,
+        server_ns: int | None = None,
     ) -> None:
-        """Record one request: a point per stage that ran, plus the totals."""
+        """Record one request: a point per stage that ran, plus the totals.
+
+        ``http.server.request.duration`` gets the server's own time
+        (``server_ns``: no proxy queue) under its own attributes (``http_key``).
+        """
         with self.lock:
             if per_middleware:
                 totals = {stage: ns for stage, ns in totals.items() if stage != sc.MIDDLEWARE}
@@ -244,15 +270,23 @@ class MetricSink:
             if ttfb_ns is not None:
                 self.ttfb.record(base, ttfb_ns / 1e9, exemplar)
             if self.http is not None:
-                self.http.record(request_key, duration_ns / 1e9, exemplar)
+                server = duration_ns if server_ns is None else server_ns
+                self.http.record(http_key or request_key, server / 1e9, exemplar)
 
 
-def exemplar_for(trace_id: int, span_id: int, time_ns: int) -> RawExemplar:
-    """The trace a kept request's metric points link to."""
-    return (trace_id, span_id, time_ns)
+def _observer(value: Callable[[], int]) -> Callable[[Any], Iterator[Observation]]:
+    def observe(_options: Any) -> Iterator[Observation]:
+        yield Observation(value())
+
+    return observe
 
 
-def exemplar_context(trace_id: int, span_id: int) -> Any:
-    """A context whose current span is the (sampled) root, for exemplars."""
-    ctx = SpanContext(trace_id, span_id, False, _SAMPLED)
+def exemplar_for(trace_id: int, span_id: int, time_ns: int, sampled: bool = True) -> RawExemplar:
+    """The trace a request's metric points link to."""
+    return (trace_id, span_id, time_ns, sampled)
+
+
+def exemplar_context(trace_id: int, span_id: int, _time_ns: int = 0, sampled: bool = True) -> Any:
+    """A context whose current span is the request's root, for SDK exemplars."""
+    ctx = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED)
     return trace.set_span_in_context(NonRecordingSpan(ctx))

@@ -47,6 +47,8 @@ class Sample:
 class ProfiledApp(FlowTrace):
     """FlowTrace whose finished Timelines are kept for the caller, not exported."""
 
+    _capture_only = True
+
     def __init__(self, application: WSGIApp) -> None:
         super().__init__(application, tracer_provider=NoOpTracerProvider(), metrics=False)
         if not self._active:

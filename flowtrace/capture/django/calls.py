@@ -3,9 +3,20 @@
 These run in any thread, so they find their request through the
 ``flowtrace.capture.timeline.current`` context variable and do nothing outside a
 traced request. Each is an install/uninstall pair; installing twice is a
-no-op. Queries go through Django's public ``connection.execute_wrapper``
-hook; templates and caches have no public hook, so their classes' methods
-are wrapped, and restored by ``uninstall()``.
+no-op.
+
+* Queries go through Django's public ``connection.execute_wrapper`` hook. The
+  timer sits at the *front* of each connection's ``execute_wrappers`` (the
+  outermost wrapper), never at the end: Django's ``execute_wrapper()`` context
+  manager pops the *last* item on exit, so a user's ``with
+  connection.execute_wrapper(...)`` around the moment a connection is opened
+  would otherwise pop flowtrace's timer and leave its own wrapper behind.
+* Templates and caches have no public hook, so methods are wrapped on the
+  class that defines them (``Template``, Django 6's ``PartialTemplate``, and
+  for a cache, the backend class or ``BaseCache``), and restored by
+  ``uninstall()``. Wrapping ``BaseCache``'s own method where a backend
+  inherits it keeps Django 6.1's "was this method overridden?" test (which
+  picks the async API's path) answering as before.
 """
 
 from __future__ import annotations
@@ -26,41 +37,76 @@ _CACHE_OTHERS = (
     "set", "add", "delete", "get_or_set", "set_many", "delete_many",
     "incr", "decr", "touch", "clear",
 )  # fmt: skip
+_CACHE_METHODS = (*_CACHE_READS, *_CACHE_OTHERS)
+
+# Django's connection.vendor -> db.system.name (OpenTelemetry's database conventions)
+_SYSTEMS = {
+    "postgresql": "postgresql",
+    "sqlite": "sqlite",
+    "mysql": "mysql",
+    "oracle": "oracle.db",
+    "microsoft": "microsoft.sql_server",
+}
+
+
+def db_system(connection: Any) -> str:
+    """The ``db.system.name`` of a Django connection (MariaDB told from MySQL)."""
+    vendor = connection.vendor
+    if vendor == "mysql" and connection.__dict__.get("mysql_is_mariadb"):
+        return "mariadb"  # only when Django already knows: never a query from here
+    return _SYSTEMS.get(vendor) or str(vendor)
 
 
 class QueryTimer:
-    """A ``connection.execute_wrapper`` that records each query's interval."""
+    """A ``connection.execute_wrapper`` that records each query's interval.
 
-    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+    The SQL is kept as given (a ``str``, ``bytes``, or a psycopg ``sql.Composed``);
+    it becomes text on the exporter thread (``flowtrace.build.sql``).
+    """
+
+    def __call__(self, execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
+        __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         tl = current.get()
         if tl is None:
             return execute(sql, params, many, context)
         t0 = clock()
+        error = None
         try:
             return execute(sql, params, many, context)
+        except BaseException as exc:
+            error = type(exc).__qualname__
+            raise
         finally:
+            t1 = clock()
+            connection = context["connection"]
             kept = params if tl.keep_sql_params else None
             batch = len(params) if many and hasattr(params, "__len__") else 0
-            vendor = context["connection"].vendor
-            tl.events.append((DB, t0, clock(), (sql, vendor, batch, kept)))
+            tl.events.append((DB, t0, t1, (sql, connection.alias, db_system(connection), batch,
+                                           kept, error)))  # fmt: skip
+
+    def __repr__(self) -> str:
+        return "<flowtrace query timer>"
+
+
+_TIMER = QueryTimer()
+
+
+def add_timer(connection: Any) -> None:
+    """Put the timer first in this connection's wrappers (once)."""
+    wrappers = connection.execute_wrappers
+    if not any(isinstance(w, QueryTimer) for w in wrappers):
+        wrappers.insert(0, _TIMER)
 
 
 def _install_queries() -> None:
     from django.db import connections
     from django.db.backends.signals import connection_created
 
-    timer = QueryTimer()
-
-    def add_to(connection: Any) -> None:
-        wrappers = connection.execute_wrappers
-        if not any(isinstance(w, QueryTimer) for w in wrappers):
-            wrappers.append(timer)
-
     def on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
-        add_to(connection)
+        add_timer(connection)
 
     for connection in connections.all(initialized_only=True):
-        add_to(connection)
+        add_timer(connection)
     connection_created.connect(on_connection_created, weak=False, dispatch_uid="flowtrace.db")
 
     def restore() -> None:
@@ -73,13 +119,23 @@ def _install_queries() -> None:
     _restore.append(restore)
 
 
-def _install_templates() -> None:
-    from django.template.base import Template
+def _unnamed(template: Any) -> str:
+    """A name for a template made from a string: Django's own debug pages are
+    rendered this way (``DEBUG_ENGINE.from_string``)."""
+    try:
+        from django.views.debug import DEBUG_ENGINE
 
-    original = Template.render
+        if getattr(template, "engine", None) is DEBUG_ENGINE:
+            return "<django debug page>"
+    except ImportError:  # pragma: no cover - Django without its debug views
+        pass
+    return "<string>"
 
+
+def _timed_render(original: Callable[..., Any], partial: bool) -> Callable[..., Any]:
     @functools.wraps(original)
     def render(self: Any, context: Any) -> Any:
+        __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         tl = current.get()
         if tl is None:
             return original(self, context)
@@ -87,14 +143,31 @@ def _install_templates() -> None:
         try:
             return original(self, context)
         finally:
-            tl.events.append((TEMPLATE, t0, clock(), self.name))
+            t1 = clock()
+            name = self.name
+            if partial:  # Django 6 partials: "page.html#name"
+                origin = getattr(self.origin, "template_name", None)
+                name = f"{origin}#{name}" if origin else name
+            tl.events.append((TEMPLATE, t0, t1, name or _unnamed(self)))
 
-    Template.render = render
+    return render
 
-    def restore() -> None:
-        Template.render = original
 
-    _restore.append(restore)
+def _install_templates() -> None:
+    from django.template import base
+
+    classes = [(base.Template, False)]
+    partial_class = getattr(base, "PartialTemplate", None)  # Django >= 6.0
+    if partial_class is not None:
+        classes.append((partial_class, True))
+    for cls, partial in classes:
+        original = cls.__dict__["render"]
+        cls.render = _timed_render(original, partial)
+
+        def restore(cls: Any = cls, original: Any = original) -> None:
+            cls.render = original
+
+        _restore.append(restore)
 
 
 def _cache_hits(operation: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Any:
@@ -112,26 +185,89 @@ def _cache_hits(operation: str, args: tuple[Any, ...], kwargs: dict[str, Any], r
     return (len(result), max(wanted - len(result), 0))
 
 
-def _timed_cache_method(cls: type, operation: str, backend: str) -> Callable[..., Any]:
-    original = getattr(cls, operation)
+_backend_names: dict[type, str] = {}
+
+
+def backend_name(cache: Any) -> str:
+    """``locmem``, ``redis``, ``db``...: the backend module's last name."""
+    cls = type(cache)
+    name = _backend_names.get(cls)
+    if name is None:
+        name = _backend_names[cls] = cls.__module__.rsplit(".", 1)[-1]
+    return name
+
+
+def _timed_cache_method(original: Callable[..., Any], operation: str) -> Callable[..., Any]:
     is_read = operation in _CACHE_READS
 
     @functools.wraps(original)
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         tl = current.get()
-        if tl is None:
+        if tl is None or tl.cache_owner is self:  # a call inside a call: part of it
             return original(self, *args, **kwargs)
+        outer, tl.cache_owner = tl.cache_owner, self
         t0 = clock()
-        result = hit = None
+        hit = None
         try:
             result = original(self, *args, **kwargs)
             if is_read:
                 hit = _cache_hits(operation, args, kwargs, result)
             return result
         finally:
-            tl.events.append((CACHE, t0, clock(), (operation, backend, hit)))
+            t1 = clock()
+            tl.cache_owner = outer
+            tl.events.append((CACHE, t0, t1, (operation, backend_name(self), hit)))
 
+    method._flowtrace_original = original  # type: ignore[attr-defined]
     return method
+
+
+def _timed_async_cache_method(original: Callable[..., Any], operation: str) -> Callable[..., Any]:
+    """``aget``, ``aset``...: recorded under the sync operation's name."""
+    is_read = operation in _CACHE_READS
+
+    @functools.wraps(original)
+    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
+        tl = current.get()
+        if tl is None or tl.cache_owner is self:
+            return await original(self, *args, **kwargs)
+        outer, tl.cache_owner = tl.cache_owner, self
+        t0 = clock()
+        hit = None
+        try:
+            result = await original(self, *args, **kwargs)
+            if is_read:
+                hit = _cache_hits(operation, args, kwargs, result)
+            return result
+        finally:
+            t1 = clock()
+            tl.cache_owner = outer
+            tl.events.append((CACHE, t0, t1, (operation, backend_name(self), hit)))
+
+    method._flowtrace_original = original  # type: ignore[attr-defined]
+    return method
+
+
+def _defining_class(cls: type, name: str) -> type | None:
+    return next((klass for klass in cls.__mro__ if name in klass.__dict__), None)
+
+
+def _wrap_cache_method(owner: type, name: str, operation: str) -> None:
+    original = owner.__dict__[name]
+    if getattr(original, "_flowtrace_original", None) is not None:
+        return  # already wrapped (another backend sharing this class)
+    if name.startswith("a"):
+        wrapped = _timed_async_cache_method(original, operation)
+    else:
+        wrapped = _timed_cache_method(original, operation)
+    setattr(owner, name, wrapped)
+
+    def restore() -> None:
+        setattr(owner, name, original)
+
+    _restore.append(restore)
 
 
 def _install_caches() -> None:
@@ -140,25 +276,11 @@ def _install_caches() -> None:
 
     for alias_config in getattr(settings, "CACHES", {}).values():
         cls = import_string(alias_config["BACKEND"])
-        if getattr(cls, "_flowtrace_originals", None) is not None:
-            continue
-        backend = cls.__module__.rsplit(".", 1)[-1]
-        originals = {}
-        for operation in (*_CACHE_READS, *_CACHE_OTHERS):
-            if hasattr(cls, operation):
-                originals[operation] = cls.__dict__.get(operation)
-                setattr(cls, operation, _timed_cache_method(cls, operation, backend))
-        cls._flowtrace_originals = originals
-
-        def restore(cls: Any = cls, originals: dict[str, Any] = originals) -> None:
-            for operation, original in originals.items():
-                if original is None:
-                    delattr(cls, operation)
-                else:
-                    setattr(cls, operation, original)
-            del cls._flowtrace_originals
-
-        _restore.append(restore)
+        for operation in _CACHE_METHODS:
+            for name in (operation, "a" + operation):
+                owner = _defining_class(cls, name)
+                if owner is not None and owner is not object:
+                    _wrap_cache_method(owner, name, operation)
 
 
 def install() -> None:

@@ -10,24 +10,35 @@ The middleware chain is rebuilt once with a timing layer around every
 handlers, and so instantiates middleware, many times per process, so doing
 it once more is safe). Each layer records one interval; the exporter later
 splits it into a request half and a response half.
+
+Every wrapper presents as what it wraps, because Django's DEBUG error page
+prints frames and their local variables: wrapper frames carry
+``__traceback_hide__`` (Django skips those frames), wrapper functions carry
+the wrapped function's name, and a wrapped middleware hook's ``repr`` is the
+bound method's own.
 """
 
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Callable
 from contextlib import suppress
-from inspect import iscoroutinefunction
+from functools import WRAPPER_ASSIGNMENTS, update_wrapper
 from types import FunctionType, MethodType
 from typing import Any
 
-from flowtrace.capture.timeline import HOOK, LAYER, RESOLVE, VIEW, clock, current
+# Django's own test for async views and middleware on every Python version: before
+# 3.12 only asgiref's version sees the marker that View.as_view() sets.
+from asgiref.sync import iscoroutinefunction
+
+from flowtrace import safety
+from flowtrace.capture.timeline import HOOK, LAYER, RESOLVE, VIEW, VIEW_RAISED, clock, current
 
 Handler = Any  # django.core.handlers.base.BaseHandler (imported lazily)
 
 #: Name given to the innermost layer: Django's own ``_get_response``.
 HANDLER_LAYER = "django.core.handlers.base.BaseHandler._get_response"
+_MAX_VIEWS = 1024
 
 
 def is_django_handler(app: object) -> bool:
@@ -50,8 +61,16 @@ def dotted_name(obj: object) -> str:
     return f"{target.__module__}.{qualname}"
 
 
+def _present_as(wrapper: Any, wrapped: Any) -> Any:
+    """Give ``wrapper`` the wrapped callable's name, docstring and attributes."""
+    with suppress(AttributeError, TypeError):  # an odd callable: keep our own name
+        update_wrapper(wrapper, wrapped, assigned=WRAPPER_ASSIGNMENTS)
+    return wrapper
+
+
 def _timed_layer(inner: Callable[[Any], Any], index: int) -> Callable[[Any], Any]:
     def layer(request: Any) -> Any:
+        __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         tl = current.get()
         if tl is None:
             return inner(request)
@@ -61,6 +80,7 @@ def _timed_layer(inner: Callable[[Any], Any], index: int) -> Callable[[Any], Any
         finally:
             tl.events.append((LAYER, t0, clock(), index))
 
+    _present_as(layer, inner)
     return layer
 
 
@@ -68,7 +88,7 @@ class _TimedHook:
     """A process_view / process_template_response / process_exception method.
 
     A class, not a closure, because Django reads ``method.__self__`` to name
-    the middleware in its error messages.
+    the middleware in its error messages; its ``repr`` is the method's.
     """
 
     __slots__ = ("_method", "__self__", "_payload")
@@ -79,6 +99,7 @@ class _TimedHook:
         self._payload = (dotted_name(self.__self__ or method), hook)
 
     def __call__(self, *args: Any) -> Any:
+        __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         tl = current.get()
         if tl is None:
             return self._method(*args)
@@ -87,6 +108,14 @@ class _TimedHook:
             return self._method(*args)
         finally:
             tl.events.append((HOOK, t0, clock(), self._payload))
+
+    def __repr__(self) -> str:
+        return repr(self._method)
+
+    def __getattr__(self, name: str) -> Any:  # __name__, __qualname__, __module__...
+        if name == "_method":  # not set yet (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self._method, name)
 
 
 def _rebuild_middleware_chain(handler: Handler) -> tuple[str, ...]:
@@ -124,6 +153,7 @@ def _hook_resolution(handler: Handler) -> None:
     resolve_request = handler.resolve_request
 
     def timed_resolve_request(request: Any) -> Any:
+        __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         tl = current.get()
         if tl is None:
             return resolve_request(request)
@@ -131,74 +161,90 @@ def _hook_resolution(handler: Handler) -> None:
         route = None
         try:
             match = resolve_request(request)
-            route = (match.route, getattr(match, "_func_path", None))
+            # stable per URL pattern (a shape key); the match itself, for path
+            # redaction, stays outside the event
+            route = (match.route, match.func)
+            tl.match = match
             return match
         finally:
             tl.events.append((RESOLVE, t0, clock(), route))
 
-    handler.resolve_request = timed_resolve_request
+    handler.resolve_request = _present_as(timed_resolve_request, resolve_request)
+
+
+def _timed(view: Any) -> Any:
+    """The view, timed; a coroutine function stays one (Django checks)."""
+    if iscoroutinefunction(view):
+
+        async def timed_async_view(request: Any, *args: Any, **kwargs: Any) -> Any:
+            __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
+            tl = current.get()
+            t0 = clock()
+            raised = True
+            try:
+                response = await view(request, *args, **kwargs)
+                raised = False
+                return response
+            finally:
+                if tl is not None:
+                    tl.events.append((VIEW, t0, clock(), VIEW_RAISED if raised else None))
+
+        return _present_as(timed_async_view, view)
+
+    def timed_view(request: Any, *args: Any, **kwargs: Any) -> Any:
+        __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
+        tl = current.get()
+        if tl is None:
+            return view(request, *args, **kwargs)
+        t0 = clock()
+        raised = True
+        try:
+            response = view(request, *args, **kwargs)
+            raised = False
+            return response
+        finally:
+            tl.events.append((VIEW, t0, clock(), VIEW_RAISED if raised else None))
+
+    return _present_as(timed_view, view)
 
 
 def _hook_view(handler: Handler) -> None:
     make_view_atomic = handler.make_view_atomic
-    # iscoroutinefunction() is several Python calls: remember it per view, for the
-    # usual case where make_view_atomic returns the view itself (no ATOMIC_REQUESTS)
-    is_async: dict[Any, bool] = {}
+    # One timed wrapper per view, made once (the usual case: make_view_atomic returns
+    # the view itself, without ATOMIC_REQUESTS); bounded, for views built per request.
+    timed: dict[Any, Any] = {}
 
     def timed_make_view_atomic(view: Any) -> Any:
         wrapped = make_view_atomic(view)
-        if wrapped is view:
-            try:
-                coroutine = is_async[view]
-            except (KeyError, TypeError):
-                coroutine = iscoroutinefunction(view)
-                with suppress(TypeError):  # an unhashable callable: not remembered
-                    if len(is_async) >= 1024:
-                        is_async.clear()
-                    is_async[view] = coroutine
-        else:
-            coroutine = iscoroutinefunction(wrapped)
-        if coroutine:
+        if wrapped is not view:  # ATOMIC_REQUESTS: a new wrapper every request
+            return _timed(wrapped)
+        try:
+            return timed[view]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable callable
+            return _timed(view)
+        if len(timed) >= _MAX_VIEWS:
+            timed.clear()
+        result = timed[view] = _timed(view)
+        return result
 
-            async def timed_async_view(request: Any, *args: Any, **kwargs: Any) -> Any:
-                tl = current.get()
-                t0 = clock()
-                try:
-                    return await wrapped(request, *args, **kwargs)
-                finally:
-                    if tl is not None:
-                        tl.events.append((VIEW, t0, clock(), None))
-
-            return timed_async_view
-
-        def timed_view(request: Any, *args: Any, **kwargs: Any) -> Any:
-            tl = current.get()
-            if tl is None:
-                return wrapped(request, *args, **kwargs)
-            t0 = clock()
-            try:
-                return wrapped(request, *args, **kwargs)
-            finally:
-                tl.events.append((VIEW, t0, clock(), None))
-
-        return timed_view
-
-    handler.make_view_atomic = timed_make_view_atomic
+    handler.make_view_atomic = _present_as(timed_make_view_atomic, make_view_atomic)
 
 
 def _record_exception(sender: Any, **kwargs: Any) -> None:
-    """``got_request_exception`` receiver: Django turned an exception into a 500."""
-    tl = current.get()
-    if tl is None or tl.app_exc_info is not None:
-        return
-    exc = sys.exc_info()[1]
-    if exc is None:
-        return
-    tl.app_exc_info = (
-        type(exc).__qualname__,
-        str(exc)[:1024],
-        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[:8192],
-    )
+    """``got_request_exception`` receiver: Django turned an exception into a 500.
+
+    Django sends this signal with ``send``, not ``send_robust``: anything raised
+    here would break Django's own 500 handling. So this only keeps the exception
+    object; it is formatted on the exporter thread, and only if it is exported.
+    """
+    try:
+        tl = current.get()
+        if tl is not None and tl.app_exc is None:
+            tl.app_exc = sys.exc_info()[1]
+    except Exception as exc:  # never raise into Django's handler
+        safety.report("got_request_exception", exc, reraise=False)
 
 
 def instrument_handler(handler: Handler) -> tuple[str, ...]:
