@@ -131,7 +131,7 @@ def _measure(route: str, blocks: int, count: int) -> None:
         shape_middleware(tree, cfg.middleware_spans)
         attrs = root_attributes(tl.request, cfg)
         attrs[sc.HTTP_ROUTE] = route
-        spans.emit(tree.root, f"GET {route}", attrs, (tl.trace_id, tl.span_id, None),
+        spans.emit(tree.root, f"GET {route}", attrs, (tl.trace_id, tl.span_id, None, None),
                    tl.wall_offset, (0, ""), None)  # fmt: skip
 
     def general(tl: Any) -> None:

@@ -98,14 +98,14 @@ class DirectSpanSink:
 
     def emit(
         self, root: Node, root_name: str, root_attrs: dict[str, Any],
-        ids: tuple[int, int, Any], wall_offset: int, status: tuple[int, str],
+        ids: tuple[int, int, Any, Any], wall_offset: int, status: tuple[int, str],
         exception: dict[str, str] | None,
     ) -> int:  # fmt: skip
-        trace_id, root_span_id, parent = ids
+        trace_id, root_span_id, parent, state = ids
         events: tuple[tuple[str, int, dict[str, str]], ...] = ()
         if exception is not None:
             events = (("exception", root.end + wall_offset, exception),)
-        trace_state = parent.trace_state.to_header() if parent is not None else ""
+        trace_state = state.to_header() if state else ""
         spans = self.encoder.tree(
             root, root_name, root_attrs, trace_id, root_span_id,
             parent.span_id if parent is not None else None,

@@ -133,7 +133,7 @@ class Recorder:
         spans = len(tree.nodes) if cfg.middleware_spans == "halves" else count_spans(root)
         name, attrs, status, exception = self._root(tl, route, method, status_code, error_type,
                                                     queries, keep, ttfb, spans)  # fmt: skip
-        self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent),
+        self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent, tl.trace_state),
                         tl.wall_offset, status, exception)  # fmt: skip
 
     def _replay(

@@ -84,7 +84,7 @@ class SpanSink:
         root: Node,
         root_name: str,
         root_attrs: dict[str, Any],
-        ids: tuple[int, int, SpanContext | None],
+        ids: tuple[int, int, SpanContext | None, Any],
         wall_offset: int,
         status: tuple[int, str],
         exception: dict[str, str] | None,
@@ -92,7 +92,7 @@ class SpanSink:
         """Export the tree as spans; returns how many were handed on."""
         if self.processor is None:
             return 0
-        trace_id, root_span_id, parent = ids
+        trace_id, root_span_id, parent, trace_state = ids
         code, description = status
         root_status = Status(StatusCode(code), description or None) if code else _UNSET
         events: tuple[Event, ...] = ()
@@ -104,7 +104,7 @@ class SpanSink:
 
         count = 0
         for span in self._spans(root, root_name, root_attrs, trace_id, root_span_id,
-                                parent, to_wall, root_status, events):  # fmt: skip
+                                parent, trace_state, to_wall, root_status, events):  # fmt: skip
             self.processor.on_end(span)
             count += 1
         self._unflushed += count
@@ -126,11 +126,11 @@ class SpanSink:
         trace_id: int,
         root_span_id: int,
         parent: SpanContext | None,
+        trace_state: Any,
         to_wall: Callable[[int], int],
         status: Status,
         events: tuple[Event, ...],
     ) -> Iterator[ReadableSpan]:
-        trace_state = parent.trace_state if parent is not None else None
         root_ctx = SpanContext(trace_id, root_span_id, False, _SAMPLED, trace_state)
         yield ReadableSpan(
             root_name, root_ctx, parent, self.resource, root_attrs, events, (),

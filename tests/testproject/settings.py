@@ -5,6 +5,6 @@ from __future__ import annotations
 from flowtrace.demo.settings import *  # noqa: F403
 
 ROOT_URLCONF = "tests.testproject.urls"
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.testproject"]  # noqa: F405
+INSTALLED_APPS = ["django.contrib.admin", *INSTALLED_APPS, "tests.testproject"]  # noqa: F405
 # DelayMiddleware sits in the middle of the startproject stack.
 MIDDLEWARE = [*MIDDLEWARE[:3], "tests.testproject.middleware.DelayMiddleware", *MIDDLEWARE[3:]]  # noqa: F405

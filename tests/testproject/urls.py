@@ -15,5 +15,6 @@ urlpatterns = [
     path("t/secret", csrf_exempt(views.echo_secret)),
     path("t/method/<slug:name>", csrf_exempt(views.method_view)),
     path("t/marker/<slug:marker>", views.marker),
+    path("r/", include("tests.testproject.realworld")),
     path("", include("flowtrace.demo.urls")),
 ]

@@ -258,7 +258,7 @@ def _wrap_cache_method(owner: type, name: str, operation: str) -> None:
     original = owner.__dict__[name]
     if getattr(original, "_flowtrace_original", None) is not None:
         return  # already wrapped (another backend sharing this class)
-    if name.startswith("a"):
+    if name != operation:  # aget, aset...: the async API
         wrapped = _timed_async_cache_method(original, operation)
     else:
         wrapped = _timed_cache_method(original, operation)
