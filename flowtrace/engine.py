@@ -11,6 +11,7 @@ headers, the sampler, the ids.
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Callable, Mapping
 from contextvars import Token
@@ -135,7 +136,14 @@ class Engine:
         self.active = True
 
     def _after_fork(self, python_hooks_ran: bool) -> None:
-        """In a forked worker (see ``Pipeline``): reset what the parent left."""
+        """In a forked worker (see ``Pipeline``): reset what the parent left.
+
+        A fork that bypassed Python's hooks also skipped ``random``'s reseed:
+        every worker would draw the parent's trace and span ids. Reseed it, as
+        Python's own fork hook does.
+        """
+        if not python_hooks_ran:
+            random.seed()
         for sink in (self.spans, self.metrics):
             after_fork = getattr(sink, "after_fork", None)
             if after_fork is not None:

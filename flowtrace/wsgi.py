@@ -9,6 +9,7 @@ shared with the ASGI front end lives in ``flowtrace.engine``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from os import getpid
 from time import time_ns
 from typing import Any
 
@@ -20,6 +21,7 @@ from flowtrace.capture.request_info import snapshot
 from flowtrace.capture.timeline import Timeline, clock, current
 from flowtrace.config import Config, load_config
 from flowtrace.engine import Engine
+from flowtrace.export.pipeline import Pipeline
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -63,6 +65,8 @@ class FlowTrace:
         self._route_resolver = engine.route_resolver
         self._keep_sql_params = engine.keep_sql_params
         self._excluded = engine.excluded is not None
+        assert engine.pipeline is not None
+        self._pipe: Pipeline = engine.pipeline
         self._active = True
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
@@ -70,6 +74,9 @@ class FlowTrace:
             return self.application(environ, start_response)
         engine = self._engine
         assert engine is not None
+        pipeline = self._pipe
+        if pipeline.pid != getpid():  # a fork Python's hooks missed (uWSGI): ~0.1 µs
+            pipeline.forked()
         if self._excluded and engine.is_excluded(environ):
             return self.application(environ, start_response)
         t_call = clock()

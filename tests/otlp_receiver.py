@@ -1,14 +1,17 @@
 """A real OTLP/HTTP receiver for tests: decodes the protobuf, keeps the spans.
 
 Listens on 127.0.0.1 (port 0), accepts ``/v1/traces`` and ``/v1/metrics``
-(plain or gzip), and lets tests wait for a condition with a bounded timeout
+(plain, gzip or deflate; over TLS with a client certificate if asked), and
+lets tests wait for a condition with a bounded timeout
 instead of sleeping.
 """
 
 from __future__ import annotations
 
 import gzip
+import ssl
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +54,7 @@ class Span:
     events: list[tuple[str, dict[str, Any]]]
     resource: dict[str, Any]
     scope: str
+    trace_state: str = ""
     children: list[Span] = field(default_factory=list)
 
     @property
@@ -78,6 +82,7 @@ class Receiver:
         self.spans: list[Span] = []
         self.metric_requests: list[ExportMetricsServiceRequest] = []
         self.raw: list[bytes] = []
+        self.headers: list[dict[str, str]] = []  # of every request, lower-case names
         self.status = 200  # tests may make the receiver fail
         self.delay = 0.0  # seconds before answering (a slow collector)
         self.blackhole = False  # read the request, never answer (until shutdown)
@@ -117,7 +122,7 @@ class Receiver:
             start=s.start_time_unix_nano, end=s.end_time_unix_nano,
             attributes=_attrs(s.attributes), status_code=s.status.code,
             events=[(e.name, _attrs(e.attributes)) for e in s.events],
-            resource=resource, scope=scope,
+            resource=resource, scope=scope, trace_state=s.trace_state,
         )  # fmt: skip
 
     def _add_metrics(self, body: bytes) -> None:
@@ -180,10 +185,14 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
-            if self.headers.get("Content-Encoding") == "gzip":
+            encoding = self.headers.get("Content-Encoding")
+            if encoding == "gzip":
                 body = gzip.decompress(body)
+            elif encoding == "deflate":
+                body = zlib.decompress(body)
             if not receiver.count_only:
                 receiver.raw.append(body)
+                receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
             receiver.requests += 1
             if receiver.blackhole:
                 receiver.released.wait(60)
@@ -217,13 +226,19 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running_receiver(port: int = 0, receiver: Receiver | None = None) -> Iterator[Receiver]:
-    """A receiver on 127.0.0.1 (``port`` to restart one where it was)."""
+def running_receiver(
+    port: int = 0, receiver: Receiver | None = None, tls: ssl.SSLContext | None = None
+) -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1 (``port`` to restart one where it was); HTTPS
+    with ``tls`` (a server-side context, e.g. requiring a client certificate)."""
     receiver = receiver or Receiver()
     receiver.released.clear()
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(receiver))
     server.daemon_threads = True
-    receiver.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    receiver.endpoint = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

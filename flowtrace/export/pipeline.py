@@ -1,7 +1,7 @@
 """The exporter thread: Timelines in (bounded), spans and metrics out.
 
-The request thread's only cost is ``submit()``: a pid check, a length check
-and a deque append. One daemon thread per process builds trees, records
+The request thread's only cost is ``submit()``: a length check and a deque
+append. One daemon thread per process builds trees, records
 metrics and hands spans to the SDK. When the queue is full the request's
 telemetry is dropped and counted (``flowtrace.telemetry.dropped``): memory
 stays bounded whatever the collector does. Pending work is flushed at exit,
@@ -9,7 +9,8 @@ within ``shutdown_timeout`` seconds whatever the collector does.
 
 Forks: the thread is (re)started lazily, so a gunicorn ``--preload`` fork gets
 its own. A server that forks from C without Python's fork hooks (uWSGI's
-default mode) is caught by the pid check in ``submit()``; either way every
+default mode) is caught by the front end's pid check at the start of a request
+(before any id is drawn), which calls ``forked()``; either way every
 ``on_fork`` callback runs once in the child (told whether Python's own hooks
 ran, i.e. whether the SDK restarted its threads itself).
 
@@ -70,7 +71,7 @@ class Pipeline:
         self._busy = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopped = False
-        self._pid = getpid()
+        self.pid = getpid()
         self.on_fork: list[ForkCallback] = []
         self.dropped = 0
         self.processed = 0
@@ -92,8 +93,6 @@ class Pipeline:
 
     def submit(self, tl: Timeline) -> None:
         """Queue a finished request; never blocks, drops when full."""
-        if self._pid != getpid():  # forked without Python's fork hooks (uWSGI)
-            self._after_fork(False)
         self.submitted += 1
         pending = self._pending
         if len(pending) >= self._max_pending or self._stopped:
@@ -189,11 +188,16 @@ class Pipeline:
             safety.report("shutdown", exc, reraise=False)
         self._wake.set()
 
+    def forked(self) -> None:
+        """The front end saw a new pid at the start of a request: a fork that
+        bypassed Python's fork hooks (uWSGI's default mode)."""
+        self._after_fork(False)
+
     def _after_fork(self, python_hooks_ran: bool) -> None:
         """In a forked child: the parent's thread, and its work, do not exist here."""
-        if self._pid == getpid():
+        if self.pid == getpid():
             return  # already done (both the hook and the pid check)
-        self._pid = getpid()
+        self.pid = getpid()
         self._pending = deque()
         self._wake = threading.Event()
         self._busy = threading.Lock()
