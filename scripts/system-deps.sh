@@ -2,7 +2,9 @@
 # System programs the tests and benchmarks use, from Debian's packages:
 #   prometheus (2.42, extracted into .cache/prometheus: no service is started),
 #   node + npm (for Grafana's TraceQL grammar), nginx (queue-time test), wrk (benchmark),
-#   chromium (the HTML report is checked in a real headless browser).
+#   chromium (the HTML report is checked in a real headless browser), postgresql (a
+#   real server per test session, in a temporary folder: the package's own service is
+#   never started).
 # Installs only what is missing; needs root (CI and our machines run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || want+=(nginx)
 command -v node >/dev/null || want+=(nodejs)
 command -v npm >/dev/null || want+=(npm)
 command -v chromium >/dev/null || want+=(chromium)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || want+=(postgresql)
 have_prometheus() { command -v prometheus >/dev/null || [ -x "$cache/prometheus/usr/bin/prometheus" ]; }
 if [ ${#want[@]} -gt 0 ] || ! have_prometheus; then
   if [ "$(id -u)" != 0 ]; then
