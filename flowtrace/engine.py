@@ -144,6 +144,9 @@ class Engine:
         """
         if not python_hooks_ran:
             random.seed()
+        resource = providers.renew_instance()
+        if resource is not None and providers.owned(self.spans.provider):
+            self.spans.set_resource(resource)
         for sink in (self.spans, self.metrics):
             after_fork = getattr(sink, "after_fork", None)
             if after_fork is not None:

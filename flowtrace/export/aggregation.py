@@ -174,15 +174,20 @@ class Aggregation:
         counters = list(self._counters)
         if self._dropped_meta is not None:
             counters.insert(0, (*self._dropped_meta, self._dropped))
-        for name, unit, description, value in counters:
-            point = NumberDataPoint({}, self.start_ns, now, value())
+        values = [(meta, value()) for *meta, value in counters]
+        if not metrics and not any(value for _, value in values):
+            return ScopeMetrics(self.scope, [], "")  # served nothing yet: nothing to export
+        for (name, unit, description), value in values:
+            point = NumberDataPoint({}, self.start_ns, now, value)
             metrics.append(Metric(name, description, unit, Sum([point], _CUMULATIVE, True)))
         return ScopeMetrics(self.scope, metrics, "")
 
 
-def _merge(data: MetricsData | None, scope_metrics: ScopeMetrics, resource: Any) -> MetricsData:
+def _merge(
+    data: MetricsData | None, scope_metrics: ScopeMetrics, resource: Any
+) -> MetricsData | None:
     if not scope_metrics.metrics:
-        return data if data is not None else MetricsData([])
+        return data  # None when nothing at all: the reader then exports nothing
     if data is None or not data.resource_metrics:
         return MetricsData([ResourceMetrics(resource, [scope_metrics], "")])
     first, *rest = data.resource_metrics
@@ -282,9 +287,10 @@ def bridge(provider: Any, aggregation: Aggregation) -> bool:
 
         def collect(
             reader_: Any, timeout_millis: float = 10_000, _original: Any = original
-        ) -> MetricsData:
+        ) -> MetricsData | None:
             data = _original(reader_, timeout_millis=timeout_millis)
-            return _merge(data, aggregation.produce(reader_), resource)
+            # the provider's resource now (a forked worker gets its own instance id)
+            return _merge(data, aggregation.produce(reader_), getattr(config, "resource", resource))
 
         reader._collect = collect
     return True

@@ -156,6 +156,10 @@ class DirectSpanSink:
             self.dropped_spans += spans
             self.dropped_requests += requests
 
+    def set_resource(self, resource: Any) -> None:
+        """A forked worker's own resource (its ``service.instance.id``)."""
+        self.encoder.set_resource(dict(resource.attributes), resource.schema_url or "")
+
     def prepare_exit(self, budget: float) -> None:
         self.sender.limit_timeout(budget)
 

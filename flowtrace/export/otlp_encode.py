@@ -92,16 +92,18 @@ class SpanEncoder:
 
     def __init__(self, resource_attributes: Mapping[str, Any], scope_name: str,
                  scope_version: str, resource_schema_url: str = "") -> None:  # fmt: skip
-        resource = field(1, b"".join(field(1, key_value(k, v))
-                                     for k, v in resource_attributes.items()))  # fmt: skip
-        self._resource_field = resource
-        self._resource_schema = (
-            field(3, resource_schema_url.encode()) if resource_schema_url else b""
-        )
+        self.set_resource(resource_attributes, resource_schema_url)
         scope = field(1, scope_name.encode()) + field(2, scope_version.encode())
         self._scope_field = field(1, scope)
         self._kv_cache: dict[tuple[str, Any], bytes] = {}
         self._name_cache: dict[str, bytes] = {}
+
+    def set_resource(self, attributes: Mapping[str, Any], schema_url: str = "") -> None:
+        """The Resource every request is wrapped in (encoded once)."""
+        self._resource_field = field(
+            1, b"".join(field(1, key_value(k, v)) for k, v in attributes.items())
+        )
+        self._resource_schema = field(3, schema_url.encode()) if schema_url else b""
 
     def _attribute(self, key: str, value: Any) -> bytes:
         """A Span.attributes field (tag 9); cached for hashable scalar values."""

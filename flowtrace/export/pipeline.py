@@ -33,6 +33,7 @@ from os import getpid
 
 from flowtrace import safety
 from flowtrace.capture.timeline import Timeline
+from flowtrace.export.sigterm import chain_sigterm
 
 Process = Callable[[Timeline], None]
 ForkCallback = Callable[[bool], None]  # called in the child: did Python's fork hooks run?
@@ -90,6 +91,7 @@ class Pipeline:
 
         os.register_at_fork(after_in_child=after_fork)
         atexit.register(at_exit)
+        chain_sigterm(at_exit)  # a server that dies on SIGTERM without exit handlers
 
     def submit(self, tl: Timeline) -> None:
         """Queue a finished request; never blocks, drops when full."""

@@ -13,6 +13,11 @@ flowtrace off. It never replaces a provider the application set up.
 
 The SDK exporters flowtrace creates would log every failed attempt; their
 records are folded into one flowtrace line per signal (``_QuietExporters``).
+
+Each process gets its own ``service.instance.id`` (unless
+``OTEL_RESOURCE_ATTRIBUTES`` sets one): the workers of a server each export
+their own cumulative metrics, and without an instance id their series would
+collide in the backend. A forked worker gets a new one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -299,6 +305,47 @@ def reads_metrics(provider: Any) -> bool:
     return bool(readers)
 
 
+_INSTANCE = "service.instance.id"
+_resource: list[Resource] = []  # the one Resource of the providers flowtrace created
+
+
+def _own_resource() -> Resource:
+    """``Resource.create()`` plus a per-process ``service.instance.id``."""
+    if not _resource:
+        resource = Resource.create()
+        if _INSTANCE not in resource.attributes:
+            resource = resource.merge(Resource({_INSTANCE: str(uuid.uuid4())}))
+        _resource.append(resource)
+    return _resource[0]
+
+
+def owned(provider: Any) -> bool:
+    return any(provider is p for p in _owned)
+
+
+def renew_instance() -> Resource | None:
+    """In a forked worker: a new ``service.instance.id`` for the providers
+    flowtrace created (None if it created none, or the id came from the user)."""
+    if not _resource or "service.instance.id=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        return None  # the user's own id: theirs to make unique
+    # SDKs that detect one per process (1.4x) give this process's; older ones none
+    fresh = Resource.create().attributes.get(_INSTANCE)
+    if not fresh or fresh == _resource[0].attributes.get(_INSTANCE):
+        fresh = str(uuid.uuid4())
+    resource = _resource[0].merge(Resource({_INSTANCE: fresh}))
+    _resource[0] = resource
+    for provider in _owned:
+        try:
+            if isinstance(provider, SdkMeterProvider):
+                provider._sdk_config.resource = resource  # read at every collection
+            else:
+                provider._resource = resource
+        except AttributeError as exc:  # an SDK that moved it: keep the parent's id
+            logger.debug("flowtrace: could not renew the instance id: %r", exc)
+            return None
+    return resource
+
+
 def tracer_provider(given: Any, cfg: Config) -> tuple[Any, bool]:
     """(provider, configured here): given, global, or a new SDK one set globally."""
     if given is not None:
@@ -306,7 +353,7 @@ def tracer_provider(given: Any, cfg: Config) -> tuple[Any, bool]:
     current = trace.get_tracer_provider()
     if not isinstance(current, trace.ProxyTracerProvider):
         return current, False
-    provider = SdkTracerProvider(resource=Resource.create(), shutdown_on_exit=False)
+    provider = SdkTracerProvider(resource=_own_resource(), shutdown_on_exit=False)
     _own(provider, cfg.shutdown_timeout)
     for exporter in _span_exporters(cfg):
         provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -324,7 +371,7 @@ def meter_provider(given: Any, cfg: Config) -> tuple[Any, bool]:
     if type(current).__name__ != "_ProxyMeterProvider":
         return current, False
     provider = SdkMeterProvider(
-        metric_readers=_metric_readers(), resource=Resource.create(), shutdown_on_exit=False
+        metric_readers=_metric_readers(), resource=_own_resource(), shutdown_on_exit=False
     )
     _own(provider, cfg.shutdown_timeout)
     metrics.set_meter_provider(provider)

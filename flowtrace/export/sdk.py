@@ -112,6 +112,10 @@ class SpanSink:
             self.send_pending()
         return count
 
+    def set_resource(self, resource: Any) -> None:
+        """A forked worker's own resource (its ``service.instance.id``)."""
+        self.resource = resource
+
     def send_pending(self) -> None:
         """Have the processor export what flowtrace gave it (after each drain)."""
         if self._unflushed and self.processor is not None:

@@ -1,0 +1,83 @@
+"""A process that dies on SIGTERM without exit handlers must not lose what it
+served (waitress installs no SIGTERM handler: ``docker stop``, systemd and
+Kubernetes would end it at once, ``atexit`` never runs).
+
+Only when nobody handles SIGTERM (the C-level disposition is the default,
+and no Python handler is set) does flowtrace install one: it flushes within
+``shutdown_timeout``, then restores the default and re-raises the signal, so
+the process still ends the way it would have (killed by SIGTERM). A server's
+own handler is never replaced; a server that installs one later simply
+replaces flowtrace's (gunicorn's master does, with ``--preload``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+logger = logging.getLogger("flowtrace")
+
+
+def _c_handler_is_default(signum: int) -> bool:
+    """The process-level disposition, which Python's ``getsignal()`` does not see
+    when a server installed its handler in C after the interpreter started."""
+    if sys.platform not in ("linux", "darwin"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buffer = ctypes.create_string_buffer(256)  # struct sigaction: the handler comes first
+        if libc.sigaction(signum, None, buffer) != 0:
+            return False
+        handler = ctypes.c_void_p.from_buffer(buffer).value
+    except (OSError, AttributeError, ValueError):
+        return False
+    return not handler  # SIG_DFL is 0
+
+
+_flushes: list[Callable[[], None]] = []  # every pipeline's bounded final flush
+_installed: list[bool] = []
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    try:
+        for flush in list(_flushes):
+            try:
+                flush()
+            except Exception as exc:  # never keep the process from ending
+                logger.debug("flowtrace: flush on SIGTERM failed: %r", exc)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def chain_sigterm(flush: Callable[[], None]) -> bool:
+    """Run ``flush`` on SIGTERM if SIGTERM would otherwise kill the process on the
+    spot (installing one handler for all flushes); True if it will."""
+    _flushes.append(flush)
+    if _installed:
+        return _installed[0]
+    _installed.append(_install())
+    return _installed[0]
+
+
+def _install() -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False  # only the main thread may; servers that load apps elsewhere own signals
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return False
+    except (ValueError, AttributeError):
+        return False
+    if not _c_handler_is_default(signal.SIGTERM):
+        return False
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):
+        return False
+    return True
