@@ -212,8 +212,13 @@ class Engine:
             if root_sampled is not None and parent_ctx is None and not otel_context.get_current():
                 sampled, trace_state = root_sampled(trace_id), None  # a root: the fast path
             else:
+                method = environ.get("REQUEST_METHOD")  # the name a span starts with
                 decision = spans.sampler.should_sample(
-                    parent_ctx, trace_id, "HTTP", SpanKind.SERVER, sampler_attributes(environ)
+                    parent_ctx,
+                    trace_id,
+                    method if isinstance(method, str) else "HTTP",
+                    SpanKind.SERVER,
+                    sampler_attributes(environ),
                 )
                 sampled, trace_state = decision.decision in _SAMPLED_DECISIONS, decision.trace_state
             tl.trace_id, tl.span_id, tl.parent, tl.sampled = trace_id, span_id, parent, sampled

@@ -6,6 +6,7 @@ documentation says (issue #12). ``Scenario.command`` builds the command line;
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import shutil
@@ -97,9 +98,11 @@ def available(scenario: Scenario) -> str | None:
     path = needs.get(scenario.server)
     if path is not None and not path.exists():
         return f"{path.name} is not installed (pip install .[servers])"
-    if scenario.server == "mod_wsgi" and shutil.which("apache2") is None and not Path(
-        "/usr/sbin/apache2"
-    ).exists():
+    if (
+        scenario.server == "mod_wsgi"
+        and shutil.which("apache2") is None
+        and not Path("/usr/sbin/apache2").exists()
+    ):
         return "Apache httpd (Debian package apache2-dev) is not installed"
     return None
 
@@ -181,10 +184,8 @@ class ServerProcess:
             except ProcessLookupError:
                 return
             time.sleep(0.05)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def log(self) -> str:
         try:

@@ -109,6 +109,14 @@ def test_a_fork_that_bypasses_pythons_hooks_loses_nothing(receiver: Receiver) ->
     assert sorted(s.attributes["url.path"] for s in roots()) == ["/hello"] * 8 + ["/hello/"] * 7
     # each once, and the child drew its own ids (random was reseeded for it)
     assert len({s.span_id for s in roots()}) == len({s.trace_id for s in roots()}) == 15
+    # ... and is its own service instance, in its spans and in its metrics
+    instances = {s.attributes["url.path"]: s.resource["service.instance.id"] for s in roots()}
+    assert instances["/hello"] != instances["/hello/"]
+    requests = receiver.metric_requests[metrics_before:]
+    metric_instances = {kv.value.string_value for request in requests
+                        for rm in request.resource_metrics for kv in rm.resource.attributes
+                        if kv.key == "service.instance.id"}  # fmt: skip
+    assert instances["/hello/"] in metric_instances
 
 
 _GEVENT = """

@@ -269,6 +269,14 @@ def test_traces_none_keeps_metrics_only() -> None:
     assert (seen["active"], seen["span_work"], seen["metrics"]) == (True, False, True)
 
 
+def test_the_sdks_exporter_names_are_accepted() -> None:
+    seen = _probe({"OTEL_TRACES_EXPORTER": "otlp_proto_http",
+                   "OTEL_METRICS_EXPORTER": "otlp_proto_http"})  # fmt: skip
+    assert (seen["active"], seen["direct"], seen["readers"]) == (True, True, 1)
+    seen = _probe({"OTEL_TRACES_EXPORTER": "console,no_such_exporter"})
+    assert (seen["active"], seen["processors"]) == (True, 1)  # the unknown one is skipped
+
+
 def test_exporter_lists_mean_all_of_them() -> None:
     seen = _probe({"OTEL_TRACES_EXPORTER": "otlp,console", "OTEL_METRICS_EXPORTER": "otlp,console"})
     assert (seen["direct"], seen["processors"], seen["readers"]) == (False, 2, 2)

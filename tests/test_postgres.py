@@ -86,8 +86,12 @@ def test_psycopg_composed_and_bytes_queries_become_text(pg_server: GunicornServe
     status, body, root = fetch(pg_server, receiver, "/pg/composed")
     assert (status, body) == (200, b"12")
     texts = [s.attributes["db.query.text"] for s in _db_spans(root)]
-    assert texts == ['SELECT count(*) FROM "demo_item"', "SELECT 1"]
-    assert root.attributes["flowtrace.db.query_count"] == 2
+    assert texts == [
+        'SELECT count(*) FROM "demo_item"',
+        "SELECT 1",
+        'SELECT count(*) FROM "demo_item" WHERE name = %s',
+    ]  # a Literal is data
+    assert root.attributes["flowtrace.db.query_count"] == 3
 
 
 def test_a_failing_query_is_an_error_span(pg_server: GunicornServer, receiver: Receiver) -> None:

@@ -305,3 +305,60 @@ def test_regex_routes_are_rendered_as_templates(make_inprocess: Any) -> None:
     inproc = make_inprocess()
     call(inproc.app, "/r/legacy/2024/hello-world/")
     assert _root(inproc.spans()).attributes["http.route"] == "/r/legacy/{year}/{slug}/"
+
+
+# --- found in review ------------------------------------------------------------------
+
+
+def test_concurrent_async_cache_calls_are_each_counted(make_inprocess: Any) -> None:
+    """The "call inside a call" marker is per task: asyncio.gather's calls on one
+    backend are separate calls, and later calls are still recorded."""
+    inproc = make_inprocess()
+    assert call(inproc.app, "/r/async-cache").body == b"ok"
+    ops = sorted(
+        s.attributes["flowtrace.cache.operation"] for s in _by_stage(inproc.spans(), "cache")
+    )
+    assert ops == ["get", "get", "get", "get_many", "set", "set"]
+
+
+@override_settings(DEBUG=True)
+def test_a_failing_deferred_render_and_the_debug_page(make_inprocess: Any) -> None:
+    inproc = make_inprocess()
+    assert call(inproc.app, "/r/broken-deferred").status == "500 Internal Server Error"
+    templates = {
+        s.attributes["flowtrace.template.name"]: s for s in _by_stage(inproc.spans(), "template")
+    }
+    broken, page = templates["t/broken.html"], templates["<django debug page>"]
+    assert broken.attributes["flowtrace.template.deferred"] is True  # the deferred render...
+    assert broken.attributes["error.type"] == "NoReverseMatch"  # ... that failed
+    assert broken.status.status_code.name == "ERROR"
+    assert "flowtrace.template.deferred" not in page.attributes  # Django's 500 page is not
+
+
+def test_route_parameters_that_are_not_strings_are_masked(make_inprocess: Any) -> None:
+    inproc = make_inprocess()
+    call(inproc.app, "/r/download/1c3fd2b0-7f3b-4c65-9c4b-0f4d5a6b7c8d/file")
+    assert _root(inproc.spans()).attributes["url.path"] == "/r/download/{token}/file"
+
+
+@pytest.mark.parametrize("vendor, mariadb, expected", [
+    ("postgresql", None, "postgresql"), ("sqlite", None, "sqlite"), ("mysql", None, "mysql"),
+    ("mysql", True, "mariadb"), ("oracle", None, "oracle.db"),
+    ("microsoft", None, "microsoft.sql_server"),
+])  # fmt: skip
+def test_db_system_names(vendor: str, mariadb: bool | None, expected: str) -> None:
+    from flowtrace.build.sql import connection_attributes
+    from flowtrace.capture.django.calls import db_system
+
+    class Connection:  # Django's wrapper: vendor is a class attribute, mysql_is_mariadb cached
+        pass
+
+    connection = Connection()
+    connection.vendor = vendor  # type: ignore[attr-defined]
+    if mariadb is not None:
+        connection.mysql_is_mariadb = mariadb  # type: ignore[attr-defined]
+    assert db_system(connection) == expected
+    legacy = dict(connection_attributes("default", expected))["db.system"]
+    assert legacy == {"oracle.db": "oracle", "microsoft.sql_server": "mssql"}.get(
+        expected, expected
+    )

@@ -56,8 +56,10 @@ def test_nothing_served_is_lost_on_stop(scenario: Scenario, receiver: Receiver) 
     log = server.log()
 
     def roots() -> int:
-        return sum(1 for s in receiver.spans
-                   if s.kind == 2 and s.resource.get("service.name") == scenario.service)  # fmt: skip
+        service = scenario.service
+        return sum(
+            1 for s in receiver.spans if s.kind == 2 and s.resource.get("service.name") == service
+        )
 
     received = 0
     try:

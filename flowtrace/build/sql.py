@@ -20,27 +20,45 @@ _STATEMENTS = frozenset(("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUE
 _WORD = re.compile(r"[A-Za-z]+")
 
 
-def query_text(sql: Any) -> str:
-    """The SQL text of whatever was passed to ``cursor.execute()``."""
+def query_text(sql: Any, literals: bool = False) -> str:
+    """The SQL text of whatever was passed to ``cursor.execute()``.
+
+    psycopg's ``sql.Literal`` values are data (an e-mail address in a WHERE
+    clause): they become ``%s`` unless ``literals`` (``record_sql_parameters``).
+    """
     if type(sql) is str:
         return sql
     try:
         if isinstance(sql, (bytes, bytearray, memoryview)):
             return bytes(sql).decode("utf-8", "replace")
-        as_string = getattr(sql, "as_string", None)
-        if as_string is not None:  # psycopg (3.2+ needs no connection for this)
-            text = as_string(None)
-            if isinstance(text, bytes):
-                text = text.decode("utf-8", "replace")
-            return str(text)
+        if getattr(sql, "as_string", None) is not None:  # psycopg 3.2+: no connection needed
+            return _composed(sql, literals)
         return str(sql)
     except Exception:  # an adapter that needs a live connection, or a broken __str__
         return f"<{type(sql).__name__}>"
 
 
-@lru_cache(maxsize=4096)
+def _composed(part: Any, literals: bool) -> str:
+    if type(part).__name__ == "Literal" and not literals:
+        return "%s"
+    if type(part).__name__ == "Composed" and not literals:
+        parts = getattr(part, "_obj", None)  # psycopg's own list of parts
+        if not isinstance(parts, list):
+            return "<Composed>"  # cannot tell its literals apart: never print them
+        return "".join(_composed(p, literals) for p in parts)
+    text = part.as_string(None)
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+
+
 def operation_name(sql: str) -> str:
-    """The first statement keyword; for a ``WITH`` query, its main statement's."""
+    """The first statement keyword; for a ``WITH`` query, its main statement's.
+    Cached for statements of ordinary length (a long ``IN (...)`` list or a
+    ``bulk_create`` batch must not pin megabytes in the cache)."""
+    return _operation_name(sql) if len(sql) <= 4096 else _operation_name.__wrapped__(sql)
+
+
+@lru_cache(maxsize=4096)
+def _operation_name(sql: str) -> str:
     head = sql.lstrip("( \n\t\r").split(None, 1)
     if not head:
         return ""

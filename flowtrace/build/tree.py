@@ -18,13 +18,20 @@ from functools import lru_cache
 from typing import Any
 
 from flowtrace import semconv as sc
-from flowtrace.config import Config
 from flowtrace.build.names import view_name
 from flowtrace.build.sql import connection_attributes, operation_name, query_text
+from flowtrace.capture import timeline as events
 from flowtrace.capture.request_info import method_of
-from flowtrace.capture.timeline import (
-    CACHE, DB, HOOK, LAYER, RESOLVE, TEMPLATE, VIEW, VIEW_RAISED, Timeline,
-)  # fmt: skip
+from flowtrace.capture.timeline import Timeline
+from flowtrace.config import Config
+
+CACHE, DB, HOOK, LAYER = events.CACHE, events.DB, events.HOOK, events.LAYER
+RESOLVE, TEMPLATE, VIEW, VIEW_RAISED = (
+    events.RESOLVE,
+    events.TEMPLATE,
+    events.VIEW,
+    events.VIEW_RAISED,
+)
 
 _HALF_REQUEST = "request"
 _HALF_RESPONSE = "response"
@@ -165,7 +172,7 @@ def _layer_nodes(layers: list[tuple[int, int, int]], names: tuple[str, ...]) -> 
 
 def _db_node(t0: int, t1: int, payload: Any, cfg: Config) -> Node:
     sql, alias, system, batch, params, error = payload
-    text = query_text(sql)
+    text = query_text(sql, literals=params is not None)
     operation = operation_name(text)
     items = [(sc.ATTR_STAGE, sc.DB), *connection_attributes(alias, system)]
     if operation:
@@ -204,9 +211,16 @@ def _event_node(kind: int, t0: int, t1: int, payload: Any, cfg: Config) -> Node 
     if kind == VIEW:
         return Node("view", sc.VIEW, t0, t1, 3, static((sc.ATTR_STAGE, sc.VIEW)))
     if kind == TEMPLATE:
+        error = None
+        if type(payload) is tuple:  # the render raised
+            payload, error = payload
         name = str(payload or "<string>")[: cfg.max_attribute_length]
-        attrs = static((sc.ATTR_STAGE, sc.TEMPLATE), (sc.ATTR_TEMPLATE, name))
-        return Node(f"render {name}", sc.TEMPLATE, t0, t1, 4, attrs)
+        items: list[tuple[str, Any]] = [(sc.ATTR_STAGE, sc.TEMPLATE), (sc.ATTR_TEMPLATE, name)]
+        if error is not None:
+            items.append((sc.ERROR_TYPE, error))
+        node = Node(f"render {name}", sc.TEMPLATE, t0, t1, 4, static(*items))
+        node.error = error
+        return node
     if kind == CACHE:
         operation, backend, hit = payload
         items = [(sc.ATTR_STAGE, sc.CACHE), (sc.ATTR_CACHE_OPERATION, operation),
@@ -285,13 +299,19 @@ def build(tl: Timeline, cfg: Config, queue: int | None) -> Tree:
 
 def _mark_deferred(nodes: list[Node], view_end: int, events: list[Any]) -> None:
     """A template rendered after the view returned, inside Django's own
-    ``_get_response`` (layer 0): a TemplateResponse's deferred render."""
+    ``_get_response`` (layer 0): a TemplateResponse's deferred render. Once such a
+    render raised, what follows is Django's error handling (a 500 page), not deferred."""
     handler_end = next((t1 for kind, _, t1, index in events if kind == LAYER and index == 0),
                        None)  # fmt: skip
-    for node in nodes:
-        if (node.stage == sc.TEMPLATE and node.start >= view_end
-                and (handler_end is None or node.end <= handler_end)):  # fmt: skip
-            node.attrs = static(*node.attrs.items(), (sc.ATTR_TEMPLATE_DEFERRED, True))
+    failed_at = None
+    for node in sorted((n for n in nodes if n.stage == sc.TEMPLATE), key=sort_key):
+        if node.start < view_end or (handler_end is not None and node.end > handler_end):
+            continue
+        if failed_at is not None and node.start >= failed_at:
+            continue
+        node.attrs = static(*node.attrs.items(), (sc.ATTR_TEMPLATE_DEFERRED, True))
+        if node.error is not None and failed_at is None:
+            failed_at = node.end
 
 
 def streaming_attrs(tl: Timeline) -> StaticAttrs:

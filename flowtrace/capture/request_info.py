@@ -106,18 +106,26 @@ def masked_path(path: str, match: Any, mode: Any) -> str:
         return path
     if callable(mode):
         return str(mode(path, match))
-    values: dict[str, str] = {}
+    masks: dict[str, str] = {}  # the value as it appears in the path -> its name
     for name, value in getattr(match, "kwargs", {}).items():
-        if isinstance(value, str) and value and (mode == "route" or _SECRET_PARAMETER.search(name)):
-            values[value] = name
+        text = "" if value is None else str(value)  # a uuid.UUID, an int: as in the URL
+        if text and (mode == "route" or _SECRET_PARAMETER.search(name)):
+            masks[text] = name
     if mode == "route":
         for index, value in enumerate(getattr(match, "args", ())):
-            if isinstance(value, str) and value:
-                values.setdefault(value, str(index))
-    if not values:
+            text = "" if value is None else str(value)
+            if text:
+                masks.setdefault(text, str(index))
+    if not masks:
         return path
-    return "/".join("{" + values[part] + "}" if part in values else part
-                    for part in path.split("/"))  # fmt: skip
+    segments = path.split("/")
+    for text, name in sorted(masks.items(), key=lambda item: -len(item[0])):
+        parts = text.split("/")  # a <path:...> value spans several segments
+        for start in range(len(segments) - len(parts) + 1):
+            if segments[start : start + len(parts)] == parts:
+                segments[start : start + len(parts)] = ["{" + name + "}"]
+                break
+    return "/".join(segments)
 
 
 def root_attributes(request: tuple[Any, ...], cfg: Config, match: Any = None) -> dict[str, Any]:

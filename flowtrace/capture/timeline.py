@@ -17,7 +17,7 @@ LAYER = 0  # one middleware layer (payload: layer index); split into halves late
 HOOK = 1  # process_view / process_template_response / process_exception
 RESOLVE = 2  # URL resolution (payload: (route, view callable), or None if it raised)
 VIEW = 3  # the view callable (payload: None, or VIEW_RAISED)
-TEMPLATE = 4  # a template render (payload: template name)
+TEMPLATE = 4  # a template render (payload: template name, or (name, error type) if it raised)
 DB = 5  # a query (payload: (sql, connection, batch size, params kept, error type))
 CACHE = 6  # a cache call (payload: (operation, backend, hit-info))
 APP = 7  # the WSGI application call (payload: None)
@@ -69,7 +69,6 @@ class Timeline:
         "trace_state",
         "otel_context",
         "keep_sql_params",
-        "cache_owner",
     )
 
     def __init__(self, request: tuple[Any, ...], wall_ns: int, t_call: int) -> None:
@@ -99,7 +98,6 @@ class Timeline:
         self.trace_state: Any = None  # the sampler's TraceState, if not empty
         self.otel_context: Any = None  # the root's context, re-attached around app code
         self.keep_sql_params = False  # per FlowTrace option, read by the DB hook
-        self.cache_owner: Any = None  # the cache backend whose call is running
 
     @property
     def wall_offset(self) -> int:

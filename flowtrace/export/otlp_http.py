@@ -213,9 +213,10 @@ class OtlpHttpSender:
             self._conn = None
 
     def after_fork(self) -> None:
-        """In a forked child: forget the parent's connection (its socket is
-        shared with the parent; closing our copy does not disturb it)."""
+        """In a forked child: forget the parent's connection. Closing this process's
+        copy of the socket does not disturb the parent's (no shutdown, and closing
+        a TLS socket sends no close_notify)."""
         conn, self._conn = self._conn, None
-        if conn is not None and conn.sock is not None:
-            with suppress(OSError):
-                conn.sock.detach()  # leave the parent's socket alone
+        if conn is not None:
+            with suppress(Exception):  # whatever state the parent left it in
+                conn.close()

@@ -73,6 +73,7 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.pid = getpid()
+        self._forks: dict[int, int] = {}  # pid -> the thread that handles its fork (once)
         self.on_fork: list[ForkCallback] = []
         self.dropped = 0
         self.processed = 0
@@ -148,6 +149,9 @@ class Pipeline:
                 safety.report("export", exc, reraise=False)
             finally:
                 self._busy.release()
+                # the exception's traceback holds the request's frames, one of which holds
+                # this Timeline: a cycle only the cyclic GC would collect
+                tl.exc = tl.app_exc = None
         if deadline is not None and pending:
             self.dropped += len(pending)
             pending.clear()
@@ -197,9 +201,11 @@ class Pipeline:
 
     def _after_fork(self, python_hooks_ran: bool) -> None:
         """In a forked child: the parent's thread, and its work, do not exist here."""
-        if self.pid == getpid():
-            return  # already done (both the hook and the pid check)
-        self.pid = getpid()
+        pid = getpid()
+        if self.pid == pid or self._forks.setdefault(pid, threading.get_ident()) != \
+                threading.get_ident():  # fmt: skip
+            return  # already done (the hook and the pid check; or another request thread)
+        self.pid = pid
         self._pending = deque()
         self._wake = threading.Event()
         self._busy = threading.Lock()

@@ -62,14 +62,26 @@ def _protocol(signal: str) -> str:
     )
 
 
-def _span_exporter(kind: str) -> SpanExporter:
+def _entry_point(group: str, name: str) -> Any:
+    """An exporter registered by a package (what the SDK's own configuration loads)."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=group, name=name):
+        return entry.load()
+    logger.warning("flowtrace: no exporter %r is installed (entry point group %s); ignored",
+                   name, group)  # fmt: skip
+    return None
+
+
+def _span_exporter(kind: str) -> SpanExporter | None:
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
-    if kind != "otlp":
-        raise ValueError(f"flowtrace: OTEL_TRACES_EXPORTER={kind!r} is not otlp, console or none")
-    if _protocol("TRACES") == "grpc":
+    if kind not in ("otlp", "otlp_proto_http", "otlp_proto_grpc"):
+        exporter_class = _entry_point("opentelemetry_traces_exporter", kind)
+        return exporter_class() if exporter_class is not None else None
+    if kind == "otlp_proto_grpc" or (kind == "otlp" and _protocol("TRACES") == "grpc"):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
             OTLPSpanExporter,
         )
@@ -88,7 +100,8 @@ def _span_exporters(cfg: Config) -> list[SpanExporter]:
         from flowtrace.export.file_export import OtlpJsonFileSpanExporter
 
         return [OtlpJsonFileSpanExporter(cfg.output_file)]
-    return [_span_exporter(kind) for kind in _exporters("OTEL_TRACES_EXPORTER", "otlp")]
+    exporters = (_span_exporter(kind) for kind in _exporters("OTEL_TRACES_EXPORTER", "otlp"))
+    return [exporter for exporter in exporters if exporter is not None]
 
 
 def _prometheus_reader() -> MetricReader | None:
@@ -123,11 +136,14 @@ def _metric_reader(kind: str) -> MetricReader | None:
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
         return PeriodicExportingMetricReader(ConsoleMetricExporter())
-    if kind != "otlp":
-        raise ValueError(
-            f"flowtrace: OTEL_METRICS_EXPORTER={kind!r} is not otlp, prometheus, console or none"
-        )
-    if _protocol("METRICS") == "grpc":
+    if kind not in ("otlp", "otlp_proto_http", "otlp_proto_grpc"):
+        loaded = _entry_point("opentelemetry_metrics_exporter", kind)
+        if loaded is None:
+            return None
+        if isinstance(loaded, type) and issubclass(loaded, MetricReader):
+            return loaded()
+        return PeriodicExportingMetricReader(loaded())
+    if kind == "otlp_proto_grpc" or (kind == "otlp" and _protocol("METRICS") == "grpc"):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found,unused-ignore]
             OTLPMetricExporter,
         )
@@ -148,9 +164,10 @@ def _metric_readers() -> list[MetricReader]:
 def direct_export_possible(cfg: Config) -> bool:
     """True when spans would go to OTLP/HTTP only, with nothing the direct client
     does not do as the stock exporter would (see ``otlp_http.unsupported_reason``)."""
-    if cfg.output_file or _exporters("OTEL_TRACES_EXPORTER", "otlp") != ["otlp"]:
+    exporters = _exporters("OTEL_TRACES_EXPORTER", "otlp")
+    if cfg.output_file or exporters not in (["otlp"], ["otlp_proto_http"]):
         return False
-    if _protocol("TRACES") != "http/protobuf":
+    if exporters == ["otlp"] and _protocol("TRACES") != "http/protobuf":
         return False
     from flowtrace.export.otlp_http import unsupported_reason
 

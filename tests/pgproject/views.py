@@ -25,6 +25,11 @@ def composed(request: HttpRequest) -> HttpResponse:
         cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("demo_item")))
         (count,) = cursor.fetchone()
         cursor.execute(b"SELECT 1")
+        cursor.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE name = {}").format(
+                sql.Identifier("demo_item"), sql.Literal("alice@example.com")
+            )
+        )
     return HttpResponse(str(count), content_type="text/plain")
 
 

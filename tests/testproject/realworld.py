@@ -6,6 +6,7 @@ CTEs, failing queries, class-based and password-reset-style URLs."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.core.cache import cache
 from django.core.signals import request_finished
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template.response import TemplateResponse
 from django.urls import path, re_path
 from django.views import View
 from django.views.generic import TemplateView
@@ -90,6 +92,28 @@ def cache_batch(request: HttpRequest) -> HttpResponse:
     return HttpResponse(str(sorted(found)), content_type="text/plain")
 
 
+async def async_cache(request: HttpRequest) -> HttpResponse:
+    """Concurrent async cache calls in one request, then sync ones."""
+    from asgiref.sync import sync_to_async
+    from django.core.cache import caches
+
+    first, second = caches["default"], caches["other"]
+    await asyncio.gather(first.aset("rw:x", 1), second.aset("rw:y", 2), first.aget("rw:x"),
+                         first.aget("rw:z"))  # fmt: skip
+    await sync_to_async(first.get)("rw:x")
+    await sync_to_async(first.get_many)(["rw:x", "rw:y"])
+    return HttpResponse("ok", content_type="text/plain")
+
+
+def broken_deferred(request: HttpRequest) -> TemplateResponse:
+    """Returns normally; the deferred render then raises (NoReverseMatch)."""
+    return TemplateResponse(request, "t/broken.html", {})
+
+
+def download(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
+    return HttpResponse("file", content_type="text/plain")
+
+
 def cte(request: HttpRequest) -> HttpResponse:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -135,6 +159,9 @@ urlpatterns = [
     path("finished-span", finished_span),
     path("cache-batch", cache_batch),
     path("cte", cte),
+    path("async-cache", async_cache),
+    path("broken-deferred", broken_deferred),
+    path("download/<uuid:token>/file", download),
     path("failing-query", failing_query),
     path("reset/<uidb64>/<token>/", reset),
     path("page", Page.as_view()),

@@ -13,3 +13,7 @@ TEMPLATES[0]["OPTIONS"]["context_processors"] = [  # noqa: F405 - the admin's ch
     "django.contrib.auth.context_processors.auth",
     "django.contrib.messages.context_processors.messages",
 ]
+CACHES = {  # two LocMem caches: calls on one are not part of calls on the other
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "a"},
+    "other": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "b"},
+}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from flowtrace.capture.timeline import CACHE, DB, TEMPLATE, clock, current
@@ -140,15 +141,20 @@ def _timed_render(original: Callable[..., Any], partial: bool) -> Callable[..., 
         if tl is None:
             return original(self, context)
         t0 = clock()
+        raised = None
         try:
             return original(self, context)
+        except BaseException as exc:
+            raised = type(exc).__qualname__
+            raise
         finally:
             t1 = clock()
             name = self.name
             if partial:  # Django 6 partials: "page.html#name"
                 origin = getattr(self.origin, "template_name", None)
                 name = f"{origin}#{name}" if origin else name
-            tl.events.append((TEMPLATE, t0, t1, name or _unnamed(self)))
+            name = name or _unnamed(self)
+            tl.events.append((TEMPLATE, t0, t1, name if raised is None else (name, raised)))
 
     return render
 
@@ -185,6 +191,19 @@ def _cache_hits(operation: str, args: tuple[Any, ...], kwargs: dict[str, Any], r
     return (len(result), max(wanted - len(result), 0))
 
 
+def _hits(operation: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Any:
+    """``_cache_hits``, never raising into the app (an odd backend's result)."""
+    try:
+        return _cache_hits(operation, args, kwargs, result)
+    except Exception:
+        return None
+
+
+#: The cache backend whose call is running, per task and thread (asyncio tasks get
+#: their own copy, ``sync_to_async`` carries it into its thread): a call it makes on
+#: itself (LocMem's ``get_many`` calls ``get``) is part of it, not a new call.
+_owner: ContextVar[Any] = ContextVar("flowtrace.cache_owner", default=None)
+
 _backend_names: dict[type, str] = {}
 
 
@@ -204,19 +223,19 @@ def _timed_cache_method(original: Callable[..., Any], operation: str) -> Callabl
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         tl = current.get()
-        if tl is None or tl.cache_owner is self:  # a call inside a call: part of it
+        if tl is None or _owner.get() is self:  # a call inside a call: part of it
             return original(self, *args, **kwargs)
-        outer, tl.cache_owner = tl.cache_owner, self
+        token = _owner.set(self)
         t0 = clock()
         hit = None
         try:
             result = original(self, *args, **kwargs)
             if is_read:
-                hit = _cache_hits(operation, args, kwargs, result)
+                hit = _hits(operation, args, kwargs, result)
             return result
         finally:
             t1 = clock()
-            tl.cache_owner = outer
+            _owner.reset(token)
             tl.events.append((CACHE, t0, t1, (operation, backend_name(self), hit)))
 
     method._flowtrace_original = original  # type: ignore[attr-defined]
@@ -231,19 +250,19 @@ def _timed_async_cache_method(original: Callable[..., Any], operation: str) -> C
     async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         tl = current.get()
-        if tl is None or tl.cache_owner is self:
+        if tl is None or _owner.get() is self:
             return await original(self, *args, **kwargs)
-        outer, tl.cache_owner = tl.cache_owner, self
+        token = _owner.set(self)
         t0 = clock()
         hit = None
         try:
             result = await original(self, *args, **kwargs)
             if is_read:
-                hit = _cache_hits(operation, args, kwargs, result)
+                hit = _hits(operation, args, kwargs, result)
             return result
         finally:
             t1 = clock()
-            tl.cache_owner = outer
+            _owner.reset(token)
             tl.events.append((CACHE, t0, t1, (operation, backend_name(self), hit)))
 
     method._flowtrace_original = original  # type: ignore[attr-defined]
