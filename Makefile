@@ -1,43 +1,35 @@
 # The two commands of the README: `make demo` and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
-VENV42 ?= .venv-django42
 PYTEST_FLAGS ?= -q
+# The supported (Python, Django) pairs `make test` runs the whole suite on.
+PAIRS ?= 3.11:5.2 3.12:6.0 3.13:6.1
 
-.PHONY: demo test test-django52 test-django42 lint bench clean
+.PHONY: demo test lint matrix bench wheel clean
 
 $(VENV)/.stamp: pyproject.toml scripts/venv.sh
-	PYTHON=$(PYTHON) scripts/venv.sh $(VENV) "django>=5.2,<5.3" "demo,test"
+	PYTHON=$(PYTHON) scripts/venv.sh $(VENV) "django>=5.2,<5.3" "demo"
 	touch $@
 
-$(VENV42)/.stamp: pyproject.toml scripts/venv.sh
-	PYTHON=$(PYTHON) scripts/venv.sh $(VENV42) "django>=4.2,<4.3" "test"
-	touch $@
-
-## demo: install, serve the demo app under gunicorn, show where its time goes
+## demo: install what the demo needs, serve it under gunicorn, show where its time goes
 demo: $(VENV)/.stamp
 	$(VENV)/bin/flowtrace demo --output demo-output
 
-## test: install everything the tests need, lint, and run the suite on Django 5.2 and 4.2
-test: lint test-django52 test-django42
-
-lint: $(VENV)/.stamp
-	$(VENV)/bin/ruff check flowtrace tests benchmarks dashboards
-	$(VENV)/bin/ruff format --check flowtrace tests benchmarks dashboards
-	$(VENV)/bin/mypy
-
-test-django52: $(VENV)/.stamp
+## test: system packages, then per (Python, Django) pair a venv with everything, lint, the suite
+test:
 	scripts/system-deps.sh
-	PYTHONDEVMODE=1 $(VENV)/bin/python -m pytest $(PYTEST_FLAGS)
+	scripts/test-matrix.sh $(PAIRS)
 
-test-django42: $(VENV42)/.stamp
+## matrix: the suite on one pair, e.g. `make matrix PAIR=3.13:6.1`
+matrix:
 	scripts/system-deps.sh
-	PYTHONDEVMODE=1 $(VENV42)/bin/python -m pytest $(PYTEST_FLAGS)
+	scripts/test-matrix.sh $(PAIR)
 
 ## bench: the overhead benchmark (prints its table)
 bench: $(VENV)/.stamp
 	scripts/system-deps.sh
+	$(VENV)/bin/pip install -q -e ".[test]"
 	$(VENV)/bin/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) $(VENV42) demo-output artifacts
+	rm -rf $(VENV) .venv-py* demo-output artifacts

@@ -31,7 +31,7 @@ from flowtrace.capture.django import calls as django_calls
 from flowtrace.capture.django import handler as django_hooks
 from flowtrace.capture.timeline import Timeline
 from flowtrace.config import Config
-from flowtrace.export import providers
+from flowtrace.export import health, providers
 from flowtrace.export.direct import DirectSpanSink
 from flowtrace.export.pipeline import Pipeline
 from flowtrace.export.recorder import Recorder
@@ -144,6 +144,7 @@ class Engine:
         """
         if not python_hooks_ran:
             random.seed()
+        health.after_fork()
         resource = providers.renew_instance()
         if resource is not None and providers.owned(self.spans.provider):
             self.spans.set_resource(resource)

@@ -16,7 +16,7 @@ from tests.servers import GunicornServer, otel_env
 
 REQUESTS = 300
 FAULTS = ("healthy", "refused", "black-holed", "slow (3 s)", "HTTP 500", "HTTP 429")
-_FAILED = re.compile(r"flowtrace: span export to \S+ failed")
+_FAILED = re.compile(r"flowtrace: telemetry export to .+? failed")
 _LOST = re.compile(r"telemetry of (\d+) of (\d+) requests was dropped")
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+import django
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection
@@ -362,3 +363,13 @@ def test_db_system_names(vendor: str, mariadb: bool | None, expected: str) -> No
     assert legacy == {"oracle.db": "oracle", "microsoft.sql_server": "mssql"}.get(
         expected, expected
     )
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="template partials arrived in Django 6.0")
+def test_django_6_template_partials_are_template_stages(make_inprocess: Any) -> None:
+    inproc = make_inprocess()
+    result = call(inproc.app, "/r/partials")
+    assert result.body.count(b"<li>") == 3
+    names = sorted(s.name for s in _by_stage(inproc.spans(), "template"))
+    assert names == ["render t/partials.html", "render t/partials.html#row",
+                     "render t/partials.html#row", "render t/partials.html#row"]  # fmt: skip

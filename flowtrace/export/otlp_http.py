@@ -29,6 +29,8 @@ import zlib
 from contextlib import suppress
 from urllib.parse import urlsplit
 
+from flowtrace.export import health
+
 logger = logging.getLogger("flowtrace")
 
 _DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -189,16 +191,14 @@ class OtlpHttpSender:
             self.close()
         if ok:
             if self._failing:
-                logger.warning("flowtrace: span export to %s recovered", self.url)
+                health.recovered(self.url)
             self._failing, self._backoff = False, 0.0
             return True
         self.failures += 1
         self._backoff = min(max(self._backoff * 2, 0.5), 30.0)
         self._resume_at = time.monotonic() + self._backoff
         if not self._failing:
-            logger.warning("flowtrace: span export to %s failed (%s); dropping spans and "
-                           "retrying with backoff (logged once until it recovers)",
-                           self.url, problem)  # fmt: skip
+            health.failed(self.url, problem)
         self._failing = True
         return False
 

@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from flowtrace.config import Config
+from flowtrace.export import health
 
 logger = logging.getLogger("flowtrace")
 
@@ -194,20 +195,14 @@ _EXPORTER_LOGGERS = (
 
 class _QuietExporters(logging.Filter):
     """Folds the SDK exporters' per-attempt warnings ("Transient error ...
-    retrying", "Failed to export") into one flowtrace line per logger."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.said: set[str] = set()
+    retrying", "Failed to export") into flowtrace's one line about export
+    failures (``flowtrace.export.health``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        if record.name not in self.said:
-            self.said.add(record.name)
-            logger.warning("flowtrace: telemetry export failed (%s: %s); further failures of "
-                           "this exporter are not logged", record.name.rsplit(".", 1)[-1],
-                           record.getMessage()[:200])  # fmt: skip
+        signal = "metrics" if "metric" in record.name else "traces"
+        health.failed(f"the SDK's {signal} exporter", record.getMessage())
         return False
 
 

@@ -114,6 +114,15 @@ def download(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
     return HttpResponse("file", content_type="text/plain")
 
 
+def partials(request: HttpRequest) -> HttpResponse:
+    """Django 6 template partials: {% partial %} and get_template("page.html#name")."""
+    from django.template.loader import get_template, render_to_string
+
+    page = render_to_string("t/partials.html", {"items": ["a", "b"]})
+    row = get_template("t/partials.html#row").render({"item": "c"})
+    return HttpResponse(page + row, content_type="text/html")
+
+
 def cte(request: HttpRequest) -> HttpResponse:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -159,6 +168,7 @@ urlpatterns = [
     path("finished-span", finished_span),
     path("cache-batch", cache_batch),
     path("cte", cte),
+    path("partials", partials),
     path("async-cache", async_cache),
     path("broken-deferred", broken_deferred),
     path("download/<uuid:token>/file", download),
