@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 
 from flowtrace import FlowTrace, safety  # noqa: E402
 from flowtrace.capture.django import calls as django_calls  # noqa: E402
-from flowtrace.export import health  # noqa: E402
 from flowtrace.demo.setup_db import prepare  # noqa: E402
+from flowtrace.export import health  # noqa: E402
 from tests.otlp_receiver import Receiver, running_receiver  # noqa: E402
 from tests.servers import GunicornServer, gunicorn, otel_env  # noqa: E402
 
