@@ -267,12 +267,13 @@ class Engine:
         flowtrace created, so that the whole exit fits in ``shutdown_timeout``
         (plus half a second for their last export)."""
         self._report_losses()
-        if self.pipeline is not None and not self.pipeline.submitted:
+        pipeline = self.pipeline
+        if pipeline is None or not pipeline.submitted:
             # never served a request (a management command, a test run): nothing to
             # send, so no final export that could wait for a dead collector
             providers.forget_owned()
             return
-        providers.shutdown_owned(max(remaining, 0.5))
+        providers.shutdown_owned(max(remaining, 0.5), pipeline.run_on_export_thread)
 
     def _report_losses(self) -> None:
         """At exit, one line for the operator if any telemetry was lost."""

@@ -174,6 +174,7 @@ def test_direct_export_over_mutual_tls(tmp_path: Path, monkeypatch: pytest.Monke
         call(app, "/hello")
         app.flush()
         assert receiver.requests == before and app._spans.dropped_requests == 1
+        app._pipeline.shutdown()  # its exit line now, in this test's log, not at the session's end
 
 
 def test_an_invalid_timeout_warns_and_uses_the_default(

@@ -23,10 +23,12 @@ import gzip
 import http.client
 import logging
 import os
+import socket
 import ssl
 import time
 import zlib
 from contextlib import suppress
+from typing import Any
 from urllib.parse import urlsplit
 
 from flowtrace.export import health
@@ -149,10 +151,38 @@ class OtlpHttpSender:
             self._headers["content-encoding"] = self._compression
         self._ssl = _ssl_context() if self._https else None
         self._conn: http.client.HTTPConnection | None = None
+        self._addresses: list[Any] = []
+        self._resolve()
         self._backoff = 0.0
         self._resume_at = 0.0
         self._failing = False
         self.failures = 0
+
+    def _resolve(self) -> None:
+        """Look the collector up now, while it is cheap to: at interpreter shutdown a
+        lookup may be impossible (Python 3.12.1 starts no thread then, and gevent
+        resolves names on one), and the final flush must still connect."""
+        try:
+            self._addresses = socket.getaddrinfo(self._host, self._port, 0, socket.SOCK_STREAM)
+        except OSError:
+            self._addresses = []  # resolved at connect time instead
+
+    def _create_connection(self, address: Any, timeout: Any = None, source: Any = None) -> Any:
+        """``socket.create_connection`` over the addresses looked up in advance."""
+        if not self._addresses:
+            return socket.create_connection(address, timeout, source)
+        error: OSError | None = None
+        for family, kind, proto, _, sockaddr in self._addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                error = exc
+                sock.close()
+        self._addresses = []  # stale: look up again next time
+        raise error or OSError("no address")
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
@@ -164,6 +194,7 @@ class OtlpHttpSender:
                 self._conn = http.client.HTTPConnection(
                     self._host, self._port, timeout=self.timeout
                 )
+            self._conn._create_connection = self._create_connection  # type: ignore[attr-defined]
         return self._conn
 
     def _body(self, body: bytes) -> bytes:
@@ -186,7 +217,9 @@ class OtlpHttpSender:
             response.read()
             ok = 200 <= response.status < 300
             problem = f"HTTP {response.status}"
-        except (OSError, http.client.HTTPException) as exc:
+        except Exception as exc:  # OSError, HTTPException; at interpreter shutdown, gevent's
+            # resolver cannot start its thread (RuntimeError): never leave the connection
+            # half-used (the next request would fail with CannotSendRequest)
             ok, problem = False, f"{type(exc).__name__}: {exc}"
             self.close()
         if ok:
@@ -203,9 +236,16 @@ class OtlpHttpSender:
         return False
 
     def limit_timeout(self, seconds: float) -> None:
-        """At exit: never wait longer than ``seconds`` for the collector."""
+        """At exit: never wait longer than ``seconds`` for the collector. The open
+        connection is kept (a new one at interpreter shutdown may be impossible:
+        gevent resolves names on a thread), with the shorter timeout."""
         self.timeout = min(self.timeout, seconds)
-        self.close()  # the next connection uses the new timeout
+        conn = self._conn
+        if conn is not None:
+            conn.timeout = self.timeout
+            if conn.sock is not None:
+                with suppress(OSError):
+                    conn.sock.settimeout(self.timeout)
 
     def close(self) -> None:
         if self._conn is not None:

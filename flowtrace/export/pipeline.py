@@ -71,7 +71,10 @@ class Pipeline:
         self._wake = threading.Event()
         self._busy = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._stopped = False
+        self._stopped = False  # submit() drops from now on
+        self._finished = False  # the export thread ends
+        self._task: Callable[[], None] | None = None
+        self._task_done = threading.Event()
         self.pid = getpid()
         self._forks: dict[int, int] = {}  # pid -> the thread that handles its fork (once)
         self.on_fork: list[ForkCallback] = []
@@ -116,10 +119,31 @@ class Pipeline:
 
     def _run(self) -> None:
         cooperative = _gevent_patched()
-        while not self._stopped:
+        while not self._finished:
             self._wake.wait(self._interval)
             self._wake.clear()
+            task = self._task
+            if task is not None:  # work handed over at exit (see run_on_export_thread)
+                self._task = None
+                try:
+                    task()
+                finally:
+                    self._task_done.set()
+                continue
             self.drain(cooperative=cooperative)
+
+    def run_on_export_thread(self, task: Callable[[], None], timeout: float) -> bool:
+        """Run ``task`` on the export thread, waiting at most ``timeout`` seconds (then
+        it is abandoned, with the daemon thread). At interpreter shutdown Python 3.12+
+        refuses new threads; this one already exists. False if there is none."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            return False
+        self._task_done.clear()
+        self._task = task
+        self._wake.set()
+        self._task_done.wait(timeout)
+        return True
 
     def drain(self, deadline: float | None = None, cooperative: bool = False) -> None:
         """Process everything pending, in this thread, then hand on what was built.
@@ -192,6 +216,7 @@ class Pipeline:
                 self._after_exit(max(deadline - time.monotonic(), 0.0))
         except Exception as exc:
             safety.report("shutdown", exc, reraise=False)
+        self._finished = True
         self._wake.set()
 
     def forked(self) -> None:
@@ -209,6 +234,8 @@ class Pipeline:
         self._pending = deque()
         self._wake = threading.Event()
         self._busy = threading.Lock()
+        self._task_done = threading.Event()
+        self._task = None
         self._thread = None
         self.dropped = self.processed = self.submitted = 0
         for callback in self.on_fork:

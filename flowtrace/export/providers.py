@@ -232,16 +232,32 @@ def _own(provider: Any, seconds: float) -> None:
     _silence_sdk_exporters()
 
 
-def shutdown_owned(seconds: float) -> None:
-    """Shut down the providers flowtrace created, in parallel, waiting at most
-    ``seconds`` (their threads are daemons: the process may exit past that)."""
+def shutdown_owned(seconds: float, runner: Any = None) -> None:
+    """Shut down the providers flowtrace created, waiting at most ``seconds``: on
+    ``runner(task, timeout)`` (flowtrace's export thread) when given, else on new
+    daemon threads in parallel; what is still running then is abandoned (the
+    process may exit past it). At interpreter shutdown Python 3.12+ starts no new
+    thread: the export thread runs them, or, without one, this thread does."""
     owned = list(_owned)
     _owned.clear()
+    if not owned:
+        return
+
+    def shut_all() -> None:
+        for provider in owned:
+            _shutdown(provider, seconds)
+
+    if runner is not None and runner(shut_all, seconds):
+        return
     deadline = time.monotonic() + seconds
     threads = [threading.Thread(target=_shutdown, args=(p, seconds), daemon=True)
                for p in owned]  # fmt: skip
-    for thread in threads:
-        thread.start()
+    try:
+        for thread in threads:
+            thread.start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        shut_all()
+        return
     for thread in threads:
         thread.join(max(deadline - time.monotonic(), 0.0))
 
