@@ -146,6 +146,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         for name, count in FIGURES.hostile.items():
             terminalreporter.write_line(f"{count:6d} examples  {name}")
 
+    from tests.test_servers import MATRIX
+
+    if MATRIX:
+        terminalreporter.section("servers: every request's telemetry after the server's own stop")
+        terminalreporter.write_line(
+            f"{'server':10} {'mode':18} {'stop':8} {'python':7} {'django':7} {'served':>6} "
+            f"{'traces':>6} {'metric':>6} {'http':>5} {'exit s':>6}"
+        )
+        for row in MATRIX:
+            terminalreporter.write_line(
+                f"{row['server']:10} {row['mode'] or '-':18} {row['stop']:8} {row['python']:7} "
+                f"{row['django']:7} {row['served']:6d} {row['traces']:6d} "
+                f"{row['metric_requests']:6d} {row['http_metric']:5d} {row['exit_s']:6.2f}"
+            )
     if REPORT_FIGURES:
         terminalreporter.section("flowtrace report: 100 MB span file")
         terminalreporter.write_line(
