@@ -76,6 +76,16 @@ ATTR_QUEUE_HEADER: Final = "flowtrace.queue.header"
 ATTR_DB_QUERY_COUNT: Final = "flowtrace.db.query_count"
 ATTR_KEPT: Final = "flowtrace.sampling.kept"  # "head" | "slow" | "error"
 ATTR_SPAN_COUNT: Final = "flowtrace.span_count"  # spans in this trace from flowtrace
+ATTR_SPANS_MERGED: Final = "flowtrace.spans.merged"  # calls folded into coalesced spans
+ATTR_SPANS_DROPPED: Final = "flowtrace.spans.dropped"  # spans left out past span_budget
+ATTR_COALESCED_COUNT: Final = "flowtrace.coalesced.count"  # calls this span stands for
+ATTR_COALESCED_MIN: Final = "flowtrace.coalesced.min"  # seconds, the shortest of them
+ATTR_COALESCED_MAX: Final = "flowtrace.coalesced.max"  # seconds, the longest
+ATTR_DUPLICATES: Final = "flowtrace.db.duplicates"  # repeated executions (N+1), per request
+ATTR_DUPLICATE_STATEMENT: Final = "flowtrace.db.duplicate.statement"
+ATTR_DUPLICATE_COUNT: Final = "flowtrace.db.duplicate.count"
+ATTR_DUPLICATE_DURATION: Final = "flowtrace.db.duplicate.duration"  # seconds, all executions
+ATTR_COLD_START: Final = "flowtrace.cold_start"  # one of a process's first requests
 
 # --- OpenTelemetry semantic-convention keys ----------------------------------
 HTTP_METHOD: Final = "http.request.method"
@@ -121,6 +131,7 @@ TTFB: Final = "flowtrace.request.ttfb"  # server receipt to first body byte
 HTTP_SERVER_DURATION: Final = "http.server.request.duration"
 DROPPED: Final = "flowtrace.telemetry.dropped"
 ROUTES_OVERFLOW: Final = "flowtrace.routes.overflow"
+DB_DUPLICATES: Final = "flowtrace.db.duplicates"  # histogram: repeated executions per request
 UNIT_SECONDS: Final = "s"
 UNIT_QUERIES: Final = "{query}"
 UNIT_REQUESTS: Final = "{request}"

@@ -316,10 +316,11 @@ def test_concurrent_async_cache_calls_are_each_counted(make_inprocess: Any) -> N
     backend are separate calls, and later calls are still recorded."""
     inproc = make_inprocess()
     assert call(inproc.app, "/r/async-cache").body == b"ok"
-    ops = sorted(
-        s.attributes["flowtrace.cache.operation"] for s in _by_stage(inproc.spans(), "cache")
-    )
-    assert ops == ["get", "get", "get", "get_many", "set", "set"]
+    ops: dict[str, int] = {}
+    for span in _by_stage(inproc.spans(), "cache"):  # repeated calls are coalesced spans
+        op = span.attributes["flowtrace.cache.operation"]
+        ops[op] = ops.get(op, 0) + span.attributes.get("flowtrace.coalesced.count", 1)
+    assert ops == {"get": 3, "get_many": 1, "set": 2}
 
 
 @override_settings(DEBUG=True)

@@ -56,8 +56,13 @@ def test_terminal_summary_per_route_and_stage(report: tuple[Path, str]) -> None:
     assert re.search(r"GET /db  n=1[01]  p50 [\d.]+ ms  p95 [\d.]+ ms  queries/req 2\.0", out)
     assert re.search(r"GET /t/slow-query  n=1 .*\n(  .*\n)*  db +1[5-9]\d\.\d+ ms", out)
     assert "GET /boom  n=1" in out and "errors 1" in out
-    slow = re.findall(r"slow: +[\d.]+ ms  trace ([0-9a-f]{32})", out)
+    slow = re.findall(r"\n    +[\d.]+ ms  trace ([0-9a-f]{32})", out)
     assert len(slow) >= 6 and "HTML report: " in out
+    assert "mean exclusive time per request, by stage:" in out and "slowest " in out
+    # which query: the heaviest statements of a route, with their text
+    assert re.search(
+        r"GET /db .*\n(  .*\n)*  heaviest queries .*\n +1\.0 .*SELECT .*demo_item", out
+    )
 
 
 def _ancestors(bars: list[dict[str, Any]], index: int) -> set[int]:

@@ -34,8 +34,18 @@ def route_of(tl: Timeline, resolved: tuple[Any, Any] | None) -> str:
     ``flowtrace.build.names``), or the ``(unmatched)`` fallback."""
     if tl.route:
         return tl.route
-    route = resolved[0] if resolved is not None else None
-    return render_route(route) if isinstance(route, str) else sc.UNMATCHED_ROUTE
+    if resolved is None or not isinstance(resolved[0], str):
+        return sc.UNMATCHED_ROUTE
+    if _is_wagtail_serve(resolved[1]):  # the catch-all, without a page: a 404
+        return sc.UNMATCHED_ROUTE
+    return render_route(resolved[0])
+
+
+def _is_wagtail_serve(view: Any) -> bool:
+    return (
+        getattr(view, "__module__", None) == "wagtail.views"
+        and getattr(view, "__name__", None) == "serve"
+    )
 
 
 def error_type_of(tl: Timeline, status_code: int) -> str | None:

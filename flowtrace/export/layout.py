@@ -71,7 +71,8 @@ class _Dynamic:
 class Layout:
     """One learned request shape; see the module docstring."""
 
-    __slots__ = ("_order", "stage_totals", "queries", "resolved", "spans", "_consts", "_segments")
+    __slots__ = ("_order", "stage_totals", "queries", "resolved", "spans", "_consts", "_segments",
+                 "duplicates")  # fmt: skip
 
     def __init__(self, order: tuple[int, ...], terms: dict[str, tuple[tuple[int, int], ...]],
                  queries: int, resolved: Any, spans: int, consts: list[bytes],
@@ -83,6 +84,7 @@ class Layout:
         self.spans = spans  # below the root
         self._consts = consts
         self._segments = segments
+        self.duplicates: Any = None  # the shape's duplicated queries (flowtrace.build.duplicates)
 
     def fits(self, slots: list[int]) -> bool:
         """Same strict order of timestamps as when learned: the same tree."""
@@ -288,11 +290,14 @@ class Layouts:
         self._seen.add(marker)
         return False
 
-    def learn(self, key: Any, tree: Tree, slots: list[int]) -> None:
-        """Keep the layout of this tree (or that it cannot be replayed)."""
+    def learn(self, key: Any, tree: Tree | None, slots: list[int], duplicates: Any = None) -> None:
+        """Keep the layout of this tree (or, for None, that it cannot be replayed)."""
         if len(self._layouts) >= _MAX_LAYOUTS:
             self._layouts.clear()
-        self._layouts[key] = learn(tree, slots, self.encoder)
+        layout = learn(tree, slots, self.encoder) if tree is not None else None
+        if layout is not None:
+            layout.duplicates = duplicates
+        self._layouts[key] = layout
         self._seen.discard(hash(key))
 
     def encode(self, layout: Layout, tl: Timeline, slots: list[int]) -> list[bytes]:

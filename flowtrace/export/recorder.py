@@ -7,9 +7,11 @@ did not, when the request was slow or failed ("keep what matters"): stages
 are just timestamps until here, so that decision can be made at the end.
 
 Three ways to the same numbers, cheapest first: a request whose shape was
-learned is replayed (``flowtrace.export.layout``); an unexported one gets its totals
-without a tree (``flowtrace.build.totals``); anything else builds the tree
-(``flowtrace.build.tree``). Tests pin that all three agree.
+learned is replayed (``flowtrace.export.layout``); an unexported one gets its
+totals without a tree (``flowtrace.build.totals``); anything else builds the
+tree (``flowtrace.build.tree``), shapes its spans (middleware detail level,
+coalescing, budget: ``flowtrace.build.shape`` and ``coalesce``) and exports
+them. Tests pin that all three agree.
 """
 
 from __future__ import annotations
@@ -17,33 +19,23 @@ from __future__ import annotations
 from typing import Any
 
 from flowtrace import semconv as sc
-from flowtrace.build.outcome import (
-    error_of,
-    error_type_of,
-    root_outcome,
-    route_of,
-    status_code_of,
-    trusted_queue_ns,
-)
-from flowtrace.build.shape import count_spans, shape_middleware
+from flowtrace.build import duplicates
+from flowtrace.build.coalesce import coalesce
+from flowtrace.build.outcome import error_type_of, route_of, status_code_of, trusted_queue_ns
+from flowtrace.build.shape import shape_middleware
 from flowtrace.build.totals import stage_totals
-from flowtrace.build.tree import PrefixedAttrs, StaticAttrs, build
-from flowtrace.capture.request_info import (
-    _HEADERS,
-    QUERY,
-    REQUEST_START,
-    method_of,
-    protocol_attributes,
-    root_attributes,
-)
+from flowtrace.build.tree import Tree, build
+from flowtrace.capture.request_info import method_of, protocol_attributes
 from flowtrace.capture.timeline import Timeline
 from flowtrace.config import Config
 from flowtrace.export.layout import Layout, Layouts, shape_key, slots_of
+from flowtrace.export.root import Facts, RootSpans
 from flowtrace.export.sdk import MetricSink, exemplar_for
 
 __all__ = ["Recorder", "route_of", "status_code_of"]
 
-_ROOT_CACHE_LIMIT = 1024
+#: The first requests of a process pay for imports, connections and caches.
+COLD_REQUESTS = 3
 
 
 class RouteLimiter:
@@ -77,154 +69,120 @@ class Recorder:
         # as the spans (halves); per-middleware metrics still need the tree itself.
         replayable = cfg.middleware_spans == "halves" and not cfg.metrics_per_middleware
         self.layouts: Layouts | None = getattr(spans, "layouts", None) if replayable else None
-        self._root_cache: dict[Any, StaticAttrs] = {}
-        self._query_captured = cfg.capture_query != "off"
         self._networks = cfg.trusted_networks
         self.routes = RouteLimiter(cfg.max_routes)
+        self.roots = RootSpans(cfg)
         self._exemplars = getattr(metrics, "exemplars", "trace_based")
+        self._threshold = cfg.duplicate_query_threshold
+        self.requests = 0
 
     def __call__(self, tl: Timeline) -> None:
-        cfg = self.cfg
-        queue = trusted_queue_ns(tl, cfg, self._networks)
-        status_code = status_code_of(tl.status) or (500 if tl.exc is not None else 0)
-        error_type = error_type_of(tl, status_code)
-        root_start = tl.t_call - (queue or 0)
-        duration = max(tl.t_close_end or tl.t_return, tl.t_return) - root_start
-        ttfb = tl.t_first_chunk - root_start if tl.t_first_chunk else None
-        # the server's own time: a client's (or a proxy's) queue header never forces export
-        keep = self._keep_reason(tl, duration - (queue or 0), error_type) if self.spans.enabled \
-            else None  # fmt: skip
-        method, _ = method_of(tl.request)
-        outcome = (method, status_code, error_type, duration, ttfb, queue or 0)
+        facts = self._facts(tl)
         layouts = self.layouts
         key = slots = None
         if layouts is not None and tl.trace_state is None:
-            key = shape_key(tl, queue)
+            key = shape_key(tl, facts.queue)
             if key is not None:
-                slots = slots_of(tl, queue)
+                slots = slots_of(tl, facts.queue)
                 layout = layouts.find(key, slots)
                 if layout is not None:  # a shape seen before: no tree
-                    self._replay(tl, layout, slots, keep, outcome, root_start)
+                    self._replay(tl, facts, layout, slots)
                     return
                 if not layouts.wants(key):
                     key = None
-        if keep is None and key is None and not cfg.metrics_per_middleware:
+        found = duplicates.find(tl.events, self._threshold)
+        if found is not None:
+            facts.duplicates = (*found[:3], duplicates.total_ns(tl.events, found[3]))
+        if facts.keep is None and key is None and not self.cfg.metrics_per_middleware:
             # No span will be exported (most requests under head sampling): the
             # metrics need no tree, the totals come straight from the events.
             if self.metrics is not None:
-                totals, resolved, queries = stage_totals(tl, queue)
-                route = self.routes(route_of(tl, resolved))
-                self._record(tl, route, outcome, totals, None, queries, self._exemplar(tl, None))
+                totals, resolved, facts.queries = stage_totals(tl, facts.queue or None)
+                facts.route = self.routes(route_of(tl, resolved))
+                self._record(tl, facts, totals, None)
             return
-        tree = build(tl, cfg, queue)
+        tree = build(tl, self.cfg, facts.queue or None)
+        facts.route = self.routes(route_of(tl, tree.resolved))
+        facts.queries = tree.count(sc.DB)
+        if self.metrics is not None:
+            per_mw = tree.middleware_totals() if self.cfg.metrics_per_middleware else None
+            self._record(tl, facts, tree.stage_totals(), per_mw)
+        if facts.keep is None and key is None:
+            return
+        spans, merged, dropped = self._shape(tree)
         if layouts is not None and key is not None and slots is not None:
-            layouts.learn(key, tree, slots)
-        route = self.routes(route_of(tl, tree.resolved))
-        queries = tree.count(sc.DB)
-        if self.metrics is not None:
-            per_mw = tree.middleware_totals() if cfg.metrics_per_middleware else None
-            self._record(tl, route, outcome, tree.stage_totals(), per_mw, queries,
-                         self._exemplar(tl, keep))  # fmt: skip
-        if keep is None:
+            # a shape whose spans shaping did not change replays exactly; others never do
+            learnable = not merged and not dropped and spans == len(tree.nodes)
+            layouts.learn(key, tree if learnable else None, slots, found)
+        if facts.keep is None:
             return
-        root = tree.root
+        name, attrs, status, exception = self.roots.parts(tl, facts, spans, merged, dropped)
+        self.spans.emit(tree.root, name, attrs, (tl.trace_id, tl.span_id, tl.parent,
+                        tl.trace_state), tl.wall_offset, status, exception)  # fmt: skip
+
+    def _facts(self, tl: Timeline) -> Facts:
+        cfg = self.cfg
+        queue = trusted_queue_ns(tl, cfg, self._networks) or 0
+        status_code = status_code_of(tl.status) or (500 if tl.exc is not None else 0)
+        error_type = error_type_of(tl, status_code)
+        root_start = tl.t_call - queue
+        duration = max(tl.t_close_end or tl.t_return, tl.t_return) - root_start
+        # the server's own time: a client's (or a proxy's) queue header never forces export
+        keep = self._keep_reason(tl, duration - queue, error_type) if self.spans.enabled else None
+        self.requests += 1
+        return Facts(method_of(tl.request)[0], status_code, error_type, duration,
+                     tl.t_first_chunk - root_start if tl.t_first_chunk else None, queue, keep,
+                     self.requests <= COLD_REQUESTS)  # fmt: skip
+
+    def _shape(self, tree: Tree) -> tuple[int, int, int]:
+        """Middleware detail level, then coalescing and the budget: (spans, merged,
+        dropped)."""
+        cfg = self.cfg
         shape_middleware(tree, cfg.middleware_spans)
-        # halves: every node is a span; other levels merged or dropped some
-        spans = len(tree.nodes) if cfg.middleware_spans == "halves" else count_spans(root)
-        name, attrs, status, exception = self._root(tl, route, method, status_code, error_type,
-                                                    queries, keep, ttfb, spans)  # fmt: skip
-        self.spans.emit(root, name, attrs, (tl.trace_id, tl.span_id, tl.parent, tl.trace_state),
-                        tl.wall_offset, status, exception)  # fmt: skip
+        return coalesce(tree, budget=cfg.span_budget, db=cfg.db_spans,
+                        template=cfg.template_spans, cache=cfg.cache_spans)  # fmt: skip
 
-    def _replay(
-        self, tl: Timeline, layout: Layout, slots: list[int], keep: str | None,
-        outcome: tuple[str, int, str | None, int, int | None, int], root_start: int,
-    ) -> None:  # fmt: skip
+    def _replay(self, tl: Timeline, facts: Facts, layout: Layout, slots: list[int]) -> None:
         """Metrics and (if kept) spans of a request whose shape has a layout."""
-        method, status_code, error_type, duration, ttfb, _ = outcome
-        route = self.routes(route_of(tl, layout.resolved))
+        facts.route = self.routes(route_of(tl, layout.resolved))
+        facts.queries = layout.queries
+        if layout.duplicates is not None:
+            extra, statement, count, indices = layout.duplicates
+            facts.duplicates = (extra, statement, count, duplicates.total_ns(tl.events, indices))
         if self.metrics is not None:
-            self._record(tl, route, outcome, layout.stage_totals(slots), None, layout.queries,
-                         self._exemplar(tl, keep))  # fmt: skip
-        if keep is None:
+            self._record(tl, facts, layout.stage_totals(slots), None)
+        if facts.keep is None:
             return
-        root = self._root(tl, route, method, status_code, error_type, layout.queries, keep, ttfb,
-                          layout.spans)  # fmt: skip
-        self.spans.emit_layout(layout, slots, tl, (root_start, root_start + duration), *root)
+        root = self.roots.parts(tl, facts, layout.spans)
+        start = tl.t_call - facts.queue
+        self.spans.emit_layout(layout, slots, tl, (start, start + facts.duration), *root)
 
-    def _root(
-        self, tl: Timeline, route: str, method: str, status_code: int, error_type: str | None,
-        queries: int, keep: str, ttfb: int | None, spans: int,
-    ) -> tuple[str, dict[str, Any], tuple[int, str], dict[str, str] | None]:  # fmt: skip
-        """The SERVER span's name, attributes, status and exception event."""
-        outcome = (route, status_code, error_type, queries, keep, 1 + spans)
-        attrs = PrefixedAttrs(self._root_constants(tl, outcome))
-        if ttfb is not None:  # the one attribute that changes with every request
-            attrs[sc.ATTR_TTFB] = ttfb / 1e9
-        verb = method if method != sc.OTHER_METHOD else "HTTP"
-        # nothing matched: no http.route and the span is named by the method alone (semconv)
-        name = verb if route == sc.UNMATCHED_ROUTE else f"{verb} {route}"
-        error = error_of(tl, self.cfg.record_exception_messages)
-        status, exception = root_outcome(error, status_code)
-        return name, attrs, status, exception
-
-    def _root_constants(
-        self, tl: Timeline, outcome: tuple[str, int, str | None, int, str, int]
-    ) -> StaticAttrs:
-        """The SERVER span's attributes but the time to first byte, shared with the
-        earlier requests that said and got the same (a bounded cache: most requests
-        of a route repeat them, so the direct encoder encodes them once)."""
-        request = tl.request
-        # the query string matters only when captured; queue headers and the peer never do
-        key = (request[:REQUEST_START], self._query_captured and request[QUERY],
-               request[_HEADERS:], outcome)  # fmt: skip
-        attrs = self._root_cache.get(key)
-        if attrs is None:
-            if len(self._root_cache) >= _ROOT_CACHE_LIMIT:
-                self._root_cache.clear()
-            items = root_attributes(request, self.cfg, tl.match)
-            route, status_code, error_type, queries, keep, spans = outcome
-            if route != sc.UNMATCHED_ROUTE:
-                items[sc.HTTP_ROUTE] = route
-            if status_code:
-                items[sc.HTTP_STATUS] = status_code
-            if error_type:
-                items[sc.ERROR_TYPE] = error_type
-            items[sc.ATTR_DB_QUERY_COUNT] = queries
-            items[sc.ATTR_KEPT] = keep
-            items[sc.ATTR_SPAN_COUNT] = spans
-            attrs = self._root_cache[key] = StaticAttrs(items)
-        return attrs
-
-    def _record(
-        self, tl: Timeline, route: str, outcome: tuple[str, int, str | None, int, int | None, int],
-        totals: dict[str, int], per_middleware: dict[str, int] | None, queries: int,
-        exemplar: Any,
-    ) -> None:  # fmt: skip
+    def _record(self, tl: Timeline, facts: Facts, totals: dict[str, int],
+                per_middleware: dict[str, int] | None) -> None:  # fmt: skip
         assert self.metrics is not None
-        method, status_code, error_type, duration, ttfb, queue = outcome
-        base: tuple[tuple[str, Any], ...] = ((sc.HTTP_ROUTE, route), (sc.HTTP_METHOD, method))
-        if status_code:
-            base += ((sc.HTTP_STATUS, status_code),)
-        http_key = None
-        if self.metrics.http is not None:
-            http_key = self._http_key(tl, route, method, status_code, error_type)
-        self.metrics.record(base, totals, per_middleware, duration, queries, ttfb, error_type,
-                            exemplar, http_key, duration - queue)  # fmt: skip
+        base: tuple[tuple[str, Any], ...] = ((sc.HTTP_ROUTE, facts.route),
+                                             (sc.HTTP_METHOD, facts.method))  # fmt: skip
+        if facts.status_code:
+            base += ((sc.HTTP_STATUS, facts.status_code),)
+        http_key = self._http_key(tl, facts) if self.metrics.http is not None else None
+        exemplar = self._exemplar(tl, facts.keep)
+        dup = facts.duplicates[0] if facts.duplicates is not None else 0
+        self.metrics.record(base, totals, per_middleware, facts.duration, facts.queries,
+                            facts.ttfb, facts.error_type, exemplar, http_key,
+                            facts.duration - facts.queue, dup)  # fmt: skip
 
     @staticmethod
-    def _http_key(tl: Timeline, route: str, method: str, status_code: int,
-                  error_type: str | None) -> tuple[tuple[str, Any], ...]:  # fmt: skip
+    def _http_key(tl: Timeline, facts: Facts) -> tuple[tuple[str, Any], ...]:
         """``http.server.request.duration``'s attributes, as the HTTP conventions
         list them (no ``http.route`` when nothing matched)."""
-        items: list[tuple[str, Any]] = [(sc.HTTP_METHOD, method)]
+        items: list[tuple[str, Any]] = [(sc.HTTP_METHOD, facts.method)]
         items += protocol_attributes(tl.request).items()
-        if status_code:
-            items.append((sc.HTTP_STATUS, status_code))
-        if route != sc.UNMATCHED_ROUTE:
-            items.append((sc.HTTP_ROUTE, route))
-        if error_type:
-            items.append((sc.ERROR_TYPE, error_type))
+        if facts.status_code:
+            items.append((sc.HTTP_STATUS, facts.status_code))
+        if facts.route != sc.UNMATCHED_ROUTE:
+            items.append((sc.HTTP_ROUTE, facts.route))
+        if facts.error_type:
+            items.append((sc.ERROR_TYPE, facts.error_type))
         return tuple(items)
 
     def _exemplar(self, tl: Timeline, keep: str | None) -> Any:

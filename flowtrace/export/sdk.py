@@ -178,6 +178,8 @@ _HISTOGRAMS = (
     (sc.DB_QUERIES, sc.UNIT_QUERIES, sc.QUERY_COUNT_BUCKETS, "Database queries per request."),
     (sc.TTFB, sc.UNIT_SECONDS, sc.DURATION_BUCKETS,
      "Time to first byte: from server receipt (queue) to the first body chunk."),
+    (sc.DB_DUPLICATES, sc.UNIT_QUERIES, sc.QUERY_COUNT_BUCKETS,
+     "Executions beyond the first of SQL statements repeated in a request (N+1 queries)."),
     (sc.HTTP_SERVER_DURATION, sc.UNIT_SECONDS, sc.HTTP_SERVER_BUCKETS,
      "Duration of HTTP server requests."),
 )  # fmt: skip
@@ -200,7 +202,7 @@ class MetricSink:
     ) -> None:  # fmt: skip
         self.provider = provider
         self._dropped = dropped
-        wanted = _HISTOGRAMS if http_server_metric else _HISTOGRAMS[:4]
+        wanted = _HISTOGRAMS if http_server_metric else _HISTOGRAMS[:5]
         aggregation = Aggregation(InstrumentationScope(sc.METER_NAME, _version()), dropped)
         for name, unit, bounds, description in wanted:
             aggregation.histogram(name, unit, description, bounds)
@@ -215,8 +217,8 @@ class MetricSink:
         if not self.bridged:
             self.lock = nullcontext()
             recorders = self._sdk_instruments(provider, wanted, counters)
-        self.stage, self.request, self.queries, self.ttfb = recorders[:4]
-        self.http = recorders[4] if http_server_metric else None
+        self.stage, self.request, self.queries, self.ttfb, self.duplicates = recorders[:5]
+        self.http = recorders[5] if http_server_metric else None
         self._aggregation = aggregation
 
     def after_fork(self, python_hooks_ran: bool) -> None:
@@ -253,6 +255,7 @@ class MetricSink:
         exemplar: RawExemplar | None,
         http_key: Key | None = None,
         server_ns: int | None = None,
+        duplicates: int = 0,
     ) -> None:
         """Record one request: a point per stage that ran, plus the totals.
 
@@ -271,6 +274,7 @@ class MetricSink:
             request_key = base + ((sc.ERROR_TYPE, error_type),) if error_type else base
             self.request.record(request_key, duration_ns / 1e9, exemplar)
             self.queries.record(base, queries, exemplar)
+            self.duplicates.record(base, duplicates, exemplar)
             if ttfb_ns is not None:
                 self.ttfb.record(base, ttfb_ns / 1e9, exemplar)
             if self.http is not None:

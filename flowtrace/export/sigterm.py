@@ -1,13 +1,19 @@
-"""A process that dies on SIGTERM without exit handlers must not lose what it
-served (waitress installs no SIGTERM handler: ``docker stop``, systemd and
-Kubernetes would end it at once, ``atexit`` never runs).
+"""Servers that end without running Python's exit handlers must not lose what
+they served.
 
-Only when nobody handles SIGTERM (the C-level disposition is the default,
-and no Python handler is set) does flowtrace install one: it flushes within
-``shutdown_timeout``, then restores the default and re-raises the signal, so
-the process still ends the way it would have (killed by SIGTERM). A server's
-own handler is never replaced; a server that installs one later simply
-replaces flowtrace's (gunicorn's master does, with ``--preload``).
+* SIGTERM with nobody handling it (waitress: ``docker stop``, systemd and
+  Kubernetes would end it at once, ``atexit`` never runs). Only when the
+  C-level disposition is the default and no Python handler is set does
+  flowtrace install one: it flushes within ``shutdown_timeout``, then restores
+  the default and re-raises the signal, so the process still ends the way it
+  would have (killed by SIGTERM). A server's own handler is never replaced; a
+  server that installs one later simply replaces flowtrace's (gunicorn's
+  master does, with ``--preload``).
+* uWSGI skips Python's exit handlers when a worker is stopped while it is still
+  finishing a request ("busy": the client already has its response), and the
+  worker's whole backlog would be lost. Under uWSGI flowtrace also registers
+  its flush with the C library's ``atexit``: registered after uWSGI's own, it
+  runs before it, Python still alive, busy or not.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 logger = logging.getLogger("flowtrace")
 
@@ -63,7 +70,29 @@ def chain_sigterm(flush: Callable[[], None]) -> bool:
     if _installed:
         return _installed[0]
     _installed.append(_install())
+    if "uwsgi" in sys.modules:  # see the module docstring
+        _register_c_atexit()
     return _installed[0]
+
+
+_c_callbacks: list[Any] = []  # kept alive: the C library calls them at exit()
+
+
+def _run_flushes_at_c_exit() -> None:
+    for flush in list(_flushes):
+        try:
+            flush()
+        except Exception as exc:  # the process is ending: never make it worse
+            logger.debug("flowtrace: flush at exit failed: %r", exc)
+
+
+def _register_c_atexit() -> None:
+    try:
+        callback = ctypes.CFUNCTYPE(None)(_run_flushes_at_c_exit)
+        if ctypes.CDLL(None).atexit(callback) == 0:
+            _c_callbacks.append(callback)
+    except (OSError, AttributeError) as exc:
+        logger.debug("flowtrace: no C-level exit hook: %r", exc)
 
 
 def _install() -> bool:

@@ -15,6 +15,7 @@ import heapq
 import json
 import math
 import os
+import re
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,18 @@ _MAX_OPEN_TRACES = 2000
 SLOWEST_PER_ROUTE = 3
 _GROWTH = math.log(1.01)  # bucket width: 1 %
 _FLOOR_NS = 1000  # 1 µs
+_MAX_CALLS = 200  # distinct statements / templates kept per route (the rest: "(others)")
+_IN_LIST = re.compile(r"\(\s*%s(?:\s*,\s*%s)+\s*\)")
+_VALUES = re.compile(r"(VALUES\s*\([^()]*\))(?:\s*,\s*\([^()]*\))+", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_sql(sql: str) -> str:
+    """One text per statement: whitespace collapsed, ``IN (%s, %s, ...)`` lists and
+    multi-row ``VALUES`` (bulk inserts) folded, so their sizes do not split it."""
+    sql = _SPACES.sub(" ", sql).strip()
+    sql = _IN_LIST.sub("(%s, ...)", sql)
+    return _VALUES.sub(r"\1, ...", sql)
 
 
 class LogHistogram:
@@ -73,6 +86,7 @@ class Request:
     route: str = field(compare=False)
     status: str = field(compare=False)
     bars: list[Bar] = field(compare=False, default_factory=list)
+    cold: bool = field(compare=False, default=False)  # one of its process's first requests
 
 
 @dataclass
@@ -81,11 +95,33 @@ class RouteStats:
     stage_ns: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     errors: int = 0
     queries: int = 0
+    duplicates: int = 0  # executions of N+1 statements beyond their first
+    worst_duplicate: tuple[int, str] = (0, "")  # (executions in one request, statement)
+    # (kind, text) -> [calls, total ns]: kind "db" (normalised SQL) or "template"
+    calls: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     slowest: list[Request] = field(default_factory=list)  # a min-heap
+    cold_skipped: int = 0
 
     @property
     def count(self) -> int:
         return self.latency.total
+
+    def add_call(self, kind: str, text: str, calls: int, ns: int) -> None:
+        key = (kind, text)
+        entry = self.calls.get(key)
+        if entry is None:
+            if len(self.calls) >= _MAX_CALLS:
+                key = (kind, "(others)")
+                entry = self.calls.setdefault(key, [0, 0])
+            else:
+                entry = self.calls[key] = [0, 0]
+        entry[0] += calls
+        entry[1] += ns
+
+    def heaviest(self, kind: str, n: int = 5) -> list[tuple[str, int, int]]:
+        """(text, calls, total ns) of the ``n`` costliest statements or templates."""
+        rows = [(text, c, ns) for (k, text), (c, ns) in self.calls.items() if k == kind]
+        return sorted(rows, key=lambda row: -row[2])[:n]
 
 
 def _value(any_value: dict[str, Any]) -> Any:
@@ -127,7 +163,12 @@ def _bars(spans: list[dict[str, Any]], root: dict[str, Any]) -> tuple[list[Bar],
         stage = span["attrs"].get(sc.ATTR_STAGE)
         if stage:
             totals[stage] += max(own, 0)
-        bars.append(Bar(span["name"], stage, start - origin, end - start, max(own, 0), depth))
+        name = span["name"]
+        if stage == sc.DB and span["attrs"].get(sc.DB_QUERY_TEXT):  # which query, not "SELECT"
+            count = span["attrs"].get(sc.ATTR_COALESCED_COUNT)
+            name = _SPACES.sub(" ", str(span["attrs"][sc.DB_QUERY_TEXT]))[:160]
+            name += f" ×{count}" if count else ""
+        bars.append(Bar(name, stage, start - origin, end - start, max(own, 0), depth))
         todo.extend((kid, depth + 1) for kid in reversed(kids))
     return bars, totals
 
@@ -135,7 +176,8 @@ def _bars(spans: list[dict[str, Any]], root: dict[str, Any]) -> tuple[list[Bar],
 class SpanReport:
     """Per-route statistics of every flowtrace request in one or more span files."""
 
-    def __init__(self) -> None:
+    def __init__(self, include_cold: bool = False) -> None:
+        self.include_cold = include_cold  # a process's first requests among the slowest
         self.routes: dict[str, RouteStats] = defaultdict(RouteStats)
         self.spans = 0
         self.incomplete = 0
@@ -186,10 +228,21 @@ class SpanReport:
         status = str(attrs.get(sc.HTTP_STATUS, ""))
         if status.startswith("5") or root.get("status", {}).get("code") == 2:
             stats.errors += 1
+        duplicates = int(attrs.get(sc.ATTR_DUPLICATES, 0) or 0)
+        if duplicates:
+            stats.duplicates += duplicates
+            worst = (int(attrs.get(sc.ATTR_DUPLICATE_COUNT, 0) or 0),
+                     normalise_sql(str(attrs.get(sc.ATTR_DUPLICATE_STATEMENT, ""))))  # fmt: skip
+            stats.worst_duplicate = max(stats.worst_duplicate, worst)
+        self._calls(stats, spans)
+        cold = bool(attrs.get(sc.ATTR_COLD_START))
         slowest = stats.slowest
-        if len(slowest) < SLOWEST_PER_ROUTE or duration > slowest[0].duration_ns:
+        candidate = self.include_cold or not cold
+        if not candidate:
+            stats.cold_skipped += 1
+        if candidate and (len(slowest) < SLOWEST_PER_ROUTE or duration > slowest[0].duration_ns):
             bars, totals = _bars(spans, root)
-            request = Request(duration, root["traceId"], root["name"], status, bars)
+            request = Request(duration, root["traceId"], root["name"], status, bars, cold)
             if len(slowest) < SLOWEST_PER_ROUTE:
                 heapq.heappush(slowest, request)
             else:
@@ -198,3 +251,18 @@ class SpanReport:
             totals = _bars(spans, root)[1]
         for stage, ns in totals.items():
             stats.stage_ns[stage] += ns
+
+    @staticmethod
+    def _calls(stats: RouteStats, spans: list[dict[str, Any]]) -> None:
+        """Queries (by normalised SQL) and templates (by name) of one request."""
+        for span in spans:
+            attrs = span["attrs"]
+            stage = attrs.get(sc.ATTR_STAGE)
+            if stage == sc.DB and attrs.get(sc.DB_QUERY_TEXT):
+                text = normalise_sql(str(attrs[sc.DB_QUERY_TEXT]))
+            elif stage == sc.TEMPLATE and attrs.get(sc.ATTR_TEMPLATE):
+                text = str(attrs[sc.ATTR_TEMPLATE])
+            else:
+                continue
+            ns = int(span["endTimeUnixNano"]) - int(span["startTimeUnixNano"])
+            stats.add_call(str(stage), text, int(attrs.get(sc.ATTR_COALESCED_COUNT, 1)), ns)

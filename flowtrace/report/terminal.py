@@ -21,6 +21,15 @@ def _stage_lines(stage_ns: dict[str, float], n: int, out: TextIO) -> None:
             out.write(f"  {stage:15} {ns / n / 1e6:9.3f} ms  {share:6.1%}  {bar}\n")
 
 
+def _calls(title: str, rows: list[tuple[str, int, int]], n: int, out: TextIO) -> None:
+    if not rows:
+        return
+    out.write(f"  {title} (calls/request, total ms/request, mean ms/call):\n")
+    for text, calls, ns in rows:
+        mean = ns / calls / 1e6
+        out.write(f"    {calls / n:6.1f}  {ns / n / 1e6:8.3f}  {mean:8.3f}  {text[:110]}\n")
+
+
 def render_spans(inputs: Inputs, out: TextIO) -> None:
     report = inputs.spans
     routes = sorted(report.routes.items(), key=lambda kv: -kv[1].count)
@@ -33,9 +42,34 @@ def render_spans(inputs: Inputs, out: TextIO) -> None:
         out.write(f"\n{name}  n={n}  p50 {stats.latency.percentile(0.5) / 1e6:.2f} ms  "
                   f"p95 {stats.latency.percentile(0.95) / 1e6:.2f} ms  "
                   f"queries/req {stats.queries / n:.1f}{errors}\n")  # fmt: skip
+        out.write("  mean exclusive time per request, by stage:\n")
         _stage_lines(dict(stats.stage_ns), n, out)
+        _calls("heaviest queries", stats.heaviest("db"), n, out)
+        _calls("heaviest templates (including what they include)", stats.heaviest("template"),
+               n, out)  # fmt: skip
+        if stats.duplicates:
+            count, statement = stats.worst_duplicate
+            out.write(f"  N+1: {stats.duplicates / n:.1f} repeated query executions/request "
+                      f"(worst: {count} × {statement[:90]})\n")  # fmt: skip
+        if stats.slowest:
+            skipped = f", {stats.cold_skipped} cold start(s) left out" if stats.cold_skipped else ""
+            out.write(f"  slowest {len(stats.slowest)} requests{skipped}:\n")
         for request in sorted(stats.slowest, reverse=True):
-            out.write(f"  slow: {request.duration_ns / 1e6:8.2f} ms  trace {request.trace_id}\n")
+            cold = "  (cold start)" if request.cold else ""
+            out.write(f"    {request.duration_ns / 1e6:8.2f} ms  trace {request.trace_id}{cold}\n")
+    _duplicates_summary(routes, out)
+
+
+def _duplicates_summary(routes: list[tuple[str, Any]], out: TextIO) -> None:
+    """The routes with the most repeated queries per request (N+1), worst first."""
+    worst = sorted(((s.duplicates / s.count, name, s) for name, s in routes if s.duplicates),
+                   key=lambda row: -row[0])  # fmt: skip
+    if not worst:
+        return
+    out.write("\nN+1 queries, routes with the most repeated executions per request:\n")
+    for per_request, name, stats in worst[:10]:
+        count, statement = stats.worst_duplicate
+        out.write(f"  {per_request:7.1f}  {name}  ({count} × {statement[:80]})\n")
 
 
 def render_bench(path: str, result: dict[str, Any], out: TextIO) -> None:

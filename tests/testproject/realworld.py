@@ -123,6 +123,22 @@ def partials(request: HttpRequest) -> HttpResponse:
     return HttpResponse(page + row, content_type="text/html")
 
 
+def heavy(request: HttpRequest) -> HttpResponse:
+    """A CMS-like page: 50 executions of one query and 200 cache calls."""
+    with connection.cursor() as cursor:
+        for _ in range(50):
+            cursor.execute("SELECT id, name FROM demo_item WHERE id = %s", [1])
+    for i in range(200):
+        if i % 4 == 0:
+            cache.get_many([f"hv:{i}", f"hv:{i + 1}"])
+        elif i % 4 == 1:
+            cache.set(f"hv:{i}", i)
+        else:
+            cache.get(f"hv:{i}")
+    request.META["tests.route"] = "heavy-page"  # for the route_resolver test
+    return HttpResponse("heavy", content_type="text/plain")
+
+
 def cte(request: HttpRequest) -> HttpResponse:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -168,6 +184,7 @@ urlpatterns = [
     path("finished-span", finished_span),
     path("cache-batch", cache_batch),
     path("cte", cte),
+    path("heavy", heavy),
     path("partials", partials),
     path("async-cache", async_cache),
     path("broken-deferred", broken_deferred),

@@ -303,13 +303,18 @@ def _install_caches() -> None:
 
 
 def install() -> None:
-    """Install the DB, template and cache hooks once per process."""
+    """Install the DB, template and cache hooks (and Wagtail's page names, if
+    Wagtail is installed) once per process."""
     with _lock:
         if _restore:
             return
         _install_queries()
         _install_templates()
         _install_caches()
+        from flowtrace.capture.django import wagtail
+
+        if wagtail.install():
+            _restore.append(wagtail.uninstall)
 
 
 def uninstall() -> None:
