@@ -138,19 +138,28 @@ def panels() -> list[dict[str, Any]]:
                f" / sum by (http_route) ({_rate('flowtrace_db_queries_count')})", "{{http_route}}"),
         ], "Mean query count per request, by route: a jump is an N+1 query.",
         **_timeseries("short")))  # fmt: skip
-    out.append(row(14, "Traces", 37))
-    out.append(panel(15, "Slowest requests (Tempo)", "table", (0, 38, 12, 9), [
+    out.append(panel(19, "N+1: repeated query executions per request, by route", "table",
+        (0, 37, 24, 8), [
+        target(f"sort_desc({by_route} ({_rate('flowtrace_db_duplicates_sum')})"
+               f" / {by_route} ({_rate('flowtrace_db_duplicates_count')}))", "", "A",
+               format="table", instant=True),
+        ], "Executions beyond the first of SQL statements run 5 times or more in one request "
+           "(duplicate_query_threshold), per request, worst route first. The statement is on "
+           "the trace's root span (flowtrace.db.duplicate.statement).",
+        transformations=[{"id": "merge", "options": {}}]))  # fmt: skip
+    out.append(row(14, "Traces", 46))
+    out.append(panel(15, "Slowest requests (Tempo)", "table", (0, 47, 12, 9), [
         traceql('{ kind = server && resource.service.name =~ "$service" && '
                 'span.http.route =~ "$route" && duration > $slow }', "traces"),
         ], "Requests slower than $slow; click a trace id to open its stage waterfall."))  # fmt: skip
-    out.append(panel(16, "Slow DB queries (Tempo)", "table", (12, 38, 12, 9), [
+    out.append(panel(16, "Slow DB queries (Tempo)", "table", (12, 47, 12, 9), [
         traceql('{ resource.service.name =~ "$service" && span.flowtrace.stage = "db" && '
                 'duration > 10ms } | select(span.db.query.text, span.http.route)', "spans"),
         ], "Query spans over 10 ms, with their SQL (never parameter values)."))  # fmt: skip
-    out.append(panel(17, "Recent traces (Jaeger)", "table", (0, 47, 12, 8), [
+    out.append(panel(17, "Recent traces (Jaeger)", "table", (0, 56, 12, 8), [
         {"datasource": JAEGER, "refId": "A", "queryType": "search", "service": "$service",
          "limit": 20}], "The same traces in Jaeger, for teams that use its UI."))  # fmt: skip
-    out.append(panel(18, "flowtrace's own health: telemetry dropped", "timeseries", (12, 47, 12, 8), [
+    out.append(panel(18, "flowtrace's own health: telemetry dropped", "timeseries", (12, 56, 12, 8), [
         target('sum(rate(flowtrace_telemetry_dropped_total{service_name=~"$service"}[$__rate_interval]))',
                "dropped requests/s"),
         ], "Requests whose spans/metrics flowtrace dropped (full queue, dead collector). "
