@@ -192,3 +192,11 @@ def test_bad_report_inputs_are_one_line_errors(tmp_path: Path) -> None:
         done = _flowtrace("report", name, cwd=tmp_path)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def test_html_names_the_heaviest_queries_and_templates(report: tuple[Path, str]) -> None:
+    html = report[0].read_text()
+    assert "Which query, which template" in html
+    assert re.search(r'<h3 class="route">GET /db</h3>.*?<td class="sql"[^>]*>SELECT .*?demo_item',
+                     html, re.S)  # fmt: skip
+    assert re.search(r"<td>template</td>.*?demo/items\.html", html, re.S)

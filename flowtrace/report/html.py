@@ -32,6 +32,7 @@ align-items:center;height:1.35rem}.wf-name{width:32%;overflow:hidden;white-space
 text-overflow:ellipsis;font-size:12px}.wf-track{position:relative;flex:1;height:1rem;
 background:#fafafa}.bar{position:absolute;top:0;height:100%;min-width:1px}
 .wf-dur{width:6rem;text-align:right;font-size:12px;font-variant-numeric:tabular-nums}
+.sql{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}
 .regressed{color:#b00020;font-weight:600}.improved{color:#0a6b2d;font-weight:600}
 svg text{font-size:10px;fill:#444}
 """
@@ -101,6 +102,7 @@ def _waterfall(request: Request) -> str:
             f'</div><div class="wf-dur">{bar.duration_ns / 1e6:.2f} ms{mark}</div></div>'
         )
     status = f" → {escape(request.status)}" if request.status else ""
+    status += " · cold start (one of its process's first requests)" if request.cold else ""
     return (f'<div class="wf" data-trace="{escape(request.trace_id)}"><b class="route">'
             f'{escape(request.route)}</b>{status} · {request.duration_ns / 1e6:.2f} ms · trace '
             f'<code>{escape(request.trace_id)}</code>{"".join(rows)}</div>')  # fmt: skip
@@ -121,6 +123,33 @@ def _route_table(routes: list[tuple[str, RouteStats]]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _calls_tables(routes: list[tuple[str, RouteStats]]) -> str:
+    """Per route, the heaviest SQL statements and templates: which query, which template."""
+    parts = []
+    for name, stats in routes:
+        rows = []
+        for kind, label in (("db", "query"), ("template", "template")):
+            for text, calls, ns in stats.heaviest(kind):
+                rows.append(f"<tr><td>{label}</td><td>{calls / stats.count:.1f}</td>"
+                            f"<td>{ns / stats.count / 1e6:.3f}</td><td>{ns / calls / 1e6:.3f}</td>"
+                            f'<td class="sql" style="text-align:left">{escape(text[:300])}</td></tr>')  # fmt: skip
+        if not rows:
+            continue
+        duplicates = ""
+        if stats.duplicates:
+            count, statement = stats.worst_duplicate
+            duplicates = (f'<p class="n1">N+1: {stats.duplicates / stats.count:.1f} repeated query '
+                          f"executions per request; worst: {count} × "
+                          f"<code>{escape(statement[:200])}</code></p>")  # fmt: skip
+        parts.append(f'<h3 class="route">{escape(name)}</h3>{duplicates}<table><tr><th>kind</th>'
+                     f"<th>calls/request</th><th>ms/request</th><th>ms/call</th><th>text</th></tr>"
+                     f"{''.join(rows)}</table>")  # fmt: skip
+    if not parts:
+        return ""
+    return ("<h2>Which query, which template (heaviest per route; templates include what "
+            f"they include)</h2>{''.join(parts)}")
+
+
 def _spans_section(inputs: Inputs) -> str:
     routes = sorted(inputs.spans.routes.items(), key=lambda kv: -kv[1].count)
     if not routes:
@@ -134,7 +163,7 @@ def _spans_section(inputs: Inputs) -> str:
                     for n, s in routes)  # fmt: skip
     slowest = sorted((r for _, s in routes for r in s.slowest), reverse=True)[:20]
     return (f"<h2>Where time goes, per route (mean exclusive ms per stage)</h2>{_legend()}"
-            f"<table>{stacks}</table>{_route_table(routes)}"
+            f"<table>{stacks}</table>{_route_table(routes)}{_calls_tables(routes)}"
             f"<h2>Latency distribution</h2>{hists}"
             f"<h2>Slowest requests</h2>{''.join(_waterfall(r) for r in slowest)}")  # fmt: skip
 
