@@ -19,7 +19,8 @@ def _report(args: argparse.Namespace) -> int:
     from flowtrace import report
     from flowtrace.report import html, terminal
 
-    inputs = report.load(args.files, args.progress or sys.stderr.isatty())
+    inputs = report.load(args.files, args.progress or sys.stderr.isatty(),
+                         args.include_cold_starts)  # fmt: skip
     terminal.render(inputs, sys.stdout)
     if args.html:
         try:
@@ -127,6 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("files", nargs="+", help="OTLP-JSON span files, bench result files")
     report.add_argument("--html", metavar="OUT", help="write a self-contained HTML report")
     report.add_argument("--progress", action="store_true", help="progress bar even off a tty")
+    report.add_argument("--include-cold-starts", action="store_true",
+                        help="count a process's first 3 requests among the slowest")  # fmt: skip
     report.set_defaults(func=_report)
     bench = commands.add_parser("bench", help="replay a scenario, record stage timings and counts")
     bench.add_argument("scenario", help="scenario file (TOML, or YAML with PyYAML)")

@@ -38,9 +38,9 @@ def _is_span_file(path: str) -> bool:
     raise InputError(f"{path}: empty file")
 
 
-def load(paths: Sequence[str], progress: bool) -> Inputs:
+def load(paths: Sequence[str], progress: bool, include_cold: bool = False) -> Inputs:
     """Read span files (streamed) and bench result files; InputError on bad input."""
-    inputs = Inputs()
+    inputs = Inputs(SpanReport(include_cold))
     for path in paths:
         if _is_span_file(path):
             try:
