@@ -164,6 +164,18 @@ def panels() -> list[dict[str, Any]]:
                "dropped requests/s"),
         ], "Requests whose spans/metrics flowtrace dropped (full queue, dead collector). "
            "Should be 0.", **_timeseries("reqps")))  # fmt: skip
+    out.append(panel(20, "flowtrace overhead per request (export thread CPU)", "timeseries",
+        (0, 64, 12, 8), [
+        target('sum(rate(flowtrace_export_cpu_time_seconds_total{service_name=~"$service"}[$__rate_interval]))'
+               ' / sum(rate(flowtrace_export_requests_total{service_name=~"$service"}[$__rate_interval]))',
+               "CPU per request"),
+        target('sum(rate(flowtrace_export_cpu_time_seconds_total{service_name=~"$service"}[$__rate_interval]))'
+               ' / sum(rate(flowtrace_export_events_total{service_name=~"$service"}[$__rate_interval]))',
+               "CPU per call", "B"),
+        ], "flowtrace's own cost in production: the CPU its export thread spends per request "
+           "and per recorded call (query, template, cache call, middleware). The request-thread "
+           "share (recording timestamps) is measured in docs/performance.md.",
+        **_timeseries("s")))  # fmt: skip
     return out
 
 

@@ -133,6 +133,8 @@ class Engine:
             after_exit=self._at_exit,
         )
         self.pipeline.on_fork.append(self._after_fork)
+        pipeline = self.pipeline
+        self.recorder.self_cost = lambda: pipeline.cost.per_request_us()
         self.active = True
 
     def _after_fork(self, python_hooks_ran: bool) -> None:
@@ -155,14 +157,34 @@ class Engine:
         used = [sink.provider for sink in (self.spans, self.metrics) if sink is not None]
         providers.after_fork(used, python_hooks_ran)
 
-    def _counters(self) -> tuple[tuple[str, str, str, Callable[[], int]], ...]:
+    def _counters(self) -> tuple[tuple[str, str, str, Callable[[], Any]], ...]:
         def overflow() -> int:
             recorder = getattr(self, "recorder", None)
             return recorder.routes.overflowed if recorder is not None else 0
 
-        return ((sc.ROUTES_OVERFLOW, sc.UNIT_REQUESTS,
-                 "Requests whose new route was past max_routes, recorded as http.route=(other).",
-                 overflow),)  # fmt: skip
+        def cost(part: str) -> Callable[[], Any]:
+            def value() -> Any:
+                pipeline = self.pipeline
+                if pipeline is None:
+                    return 0
+                measured = getattr(pipeline.cost, part)
+                return measured / 1e9 if part == "cpu_ns" else measured
+
+            return value
+
+        return (
+            (sc.ROUTES_OVERFLOW, sc.UNIT_REQUESTS,
+             "Requests whose new route was past max_routes, recorded as http.route=(other).",
+             overflow),
+            (sc.EXPORT_CPU, sc.UNIT_SECONDS,
+             "CPU time of flowtrace's export thread: rate() over flowtrace.export.requests' "
+             "is its cost per request.", cost("cpu_ns")),
+            (sc.EXPORT_REQUESTS, sc.UNIT_REQUESTS, "Requests flowtrace's export thread processed.",
+             cost("requests")),
+            (sc.EXPORT_EVENTS, sc.UNIT_EVENTS,
+             "Calls (queries, templates, cache, middleware...) the export thread processed.",
+             cost("events")),
+        )  # fmt: skip
 
     # --- per request -----------------------------------------------------------------
 

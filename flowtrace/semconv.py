@@ -86,6 +86,7 @@ ATTR_DUPLICATE_STATEMENT: Final = "flowtrace.db.duplicate.statement"
 ATTR_DUPLICATE_COUNT: Final = "flowtrace.db.duplicate.count"
 ATTR_DUPLICATE_DURATION: Final = "flowtrace.db.duplicate.duration"  # seconds, all executions
 ATTR_COLD_START: Final = "flowtrace.cold_start"  # one of a process's first requests
+ATTR_EXPORT_COST: Final = "flowtrace.export.cpu_per_request"  # µs, this process's mean so far
 
 # --- OpenTelemetry semantic-convention keys ----------------------------------
 HTTP_METHOD: Final = "http.request.method"
@@ -132,6 +133,10 @@ HTTP_SERVER_DURATION: Final = "http.server.request.duration"
 DROPPED: Final = "flowtrace.telemetry.dropped"
 ROUTES_OVERFLOW: Final = "flowtrace.routes.overflow"
 DB_DUPLICATES: Final = "flowtrace.db.duplicates"  # histogram: repeated executions per request
+EXPORT_CPU: Final = "flowtrace.export.cpu_time"  # counter, s: the export thread's own CPU
+EXPORT_REQUESTS: Final = "flowtrace.export.requests"  # counter: requests it processed
+EXPORT_EVENTS: Final = "flowtrace.export.events"  # counter: events (calls) it processed
+UNIT_EVENTS: Final = "{event}"
 UNIT_SECONDS: Final = "s"
 UNIT_QUERIES: Final = "{query}"
 UNIT_REQUESTS: Final = "{request}"

@@ -27,10 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 EMITTED_METRICS = {
     f"{base}_{suffix}"
     for base in ("flowtrace_stage_duration_seconds", "flowtrace_request_duration_seconds",
-                 "flowtrace_db_queries", "flowtrace_db_duplicates", "flowtrace_request_ttfb_seconds",
-                 "http_server_request_duration_seconds")
+                 "flowtrace_db_queries", "flowtrace_db_duplicates",
+                 "flowtrace_request_ttfb_seconds", "http_server_request_duration_seconds")
     for suffix in ("bucket", "sum", "count")
-} | {"flowtrace_telemetry_dropped_total", "flowtrace_routes_overflow_total"}  # fmt: skip
+} | {"flowtrace_telemetry_dropped_total", "flowtrace_routes_overflow_total",
+     "flowtrace_export_cpu_time_seconds_total", "flowtrace_export_requests_total",
+     "flowtrace_export_events_total"}  # fmt: skip
 EMITTED_LABELS = {"flowtrace_stage", "flowtrace_middleware", "http_route", "http_request_method",
                   "http_response_status_code", "error_type", "service_name", "le", "job",
                   "instance"}  # fmt: skip

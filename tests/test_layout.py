@@ -17,13 +17,13 @@ from flowtrace.capture.queue_time import queue_ns
 from flowtrace.capture.request_info import queue_header
 from flowtrace.capture.timeline import TEMPLATE, VIEW, Timeline
 from flowtrace.export.direct import DirectSpanSink
-from flowtrace.export.layout import shape_key, slots_of
+from flowtrace.export.layout import measure, shape_key, slots_of
 from flowtrace.export.recorder import Recorder
 from tests.test_otlp_encode import CapturingSender, CountingIds
 from tests.wsgi_client import call
 
 PATHS = ["/hello", "/db", "/stream", "/items/2/", "/deferred", "/cached", "/boom", "/missing",
-         "/download", "/hello?x=1"]  # fmt: skip
+         "/download", "/hello?x=1", "/page"]  # fmt: skip
 QUEUED = {"X-Request-Start": f"t={int(time.time() * 1e6 - 2000)}"}
 
 
@@ -98,7 +98,7 @@ def test_replayed_stage_totals_equal_the_tree(setup: Any) -> None:
         tree = build(tl, app.config, queue)
         layout = layouts.find(key, slots)
         if layout is None:
-            layouts.learn(key, tree, slots)
+            layouts.learn(key, measure(tree, slots), tree.root, slots, (None, 0, 0))
             continue
         assert layout.stage_totals(slots) == tree.stage_totals()
         assert layout.queries == tree.count(sc.DB)
@@ -114,7 +114,8 @@ def test_a_request_whose_times_sort_differently_is_not_replayed(setup: Any) -> N
     tl = next(t for t in rendered if "deferred" not in str(t.request))  # rendered in the view
     key, slots = shape_key(tl, None), slots_of(tl, None)
     for _ in range(2):
-        layouts.learn(key, build(tl, app.config, None), slots)
+        tree = build(tl, app.config, None)
+        layouts.learn(key, measure(tree, slots), tree.root, slots, (None, 0, 0))
     assert layouts.find(key, slots) is not None
     # the same events, but the template now renders after the view returned
     moved = copy.copy(tl)

@@ -158,3 +158,19 @@ def test_a_route_resolver_under_django(make_inprocess: Any) -> None:
     call(inproc.app, "/hello")  # the resolver answers None: Django's route
     names = sorted(s.name for s in _roots(inproc.spans()))
     assert names == ["GET /hello", "GET heavy-page"]
+
+
+def test_flowtrace_reports_its_own_cost(make_inprocess: Any) -> None:
+    """The export thread's CPU, requests and events as counters (rate(cpu)/rate(requests)
+    is the cost per request in production), and the mean on every exported root."""
+    inproc = make_inprocess()
+    for _ in range(5):
+        call(inproc.app, "/db")
+    spans = inproc.spans()  # flushes: the pipeline's drains are measured
+    data = inproc.reader.get_metrics_data()
+    counters = {name: p.value for name, p in points(data) if name.startswith("flowtrace.export.")}
+    assert counters["flowtrace.export.requests"] == 5
+    assert counters["flowtrace.export.events"] > 5 * 10  # middleware layers, queries, templates
+    assert 0 < counters["flowtrace.export.cpu_time"] < 5 * 0.05  # seconds: under 50 ms each
+    costs = [s.attributes["flowtrace.export.cpu_per_request"] for s in _roots(spans)]
+    assert len(costs) == 5 and all(isinstance(c, float) for c in costs)

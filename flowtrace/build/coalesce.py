@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowtrace import semconv as sc
-from flowtrace.build.tree import Node, Tree, sort_key
+from flowtrace.build.tree import Node, Tree, sort_key, static
 
 _CALLS = (sc.DB, sc.TEMPLATE, sc.CACHE)
 # which calls are left out first past the budget
@@ -42,20 +42,23 @@ def _key(node: Node) -> Any:
     return (sc.TEMPLATE, node.name, node.error)
 
 
-def _merge(group: list[Node], by_stage: bool) -> Node:
-    """One span for these calls: the first's start, their total duration."""
+def _members(node: Node) -> tuple[tuple[int, int], ...]:
+    return node.members if node.members is not None else ((node.start, node.end),)
+
+
+def _merge(group: list[Node], by_stage: bool, parent_end: int) -> Node:
+    """One span for these calls: the first's start, their total duration (clipped to the
+    parent, for calls that overlapped); the per-call extremes are per-request extras."""
     first = group[0]
-    total = sum(n.end - n.start for n in group)
-    count = sum(n.attrs.get(sc.ATTR_COALESCED_COUNT, 1) for n in group)  # merged merges add up
-    shortest = min(n.attrs.get(sc.ATTR_COALESCED_MIN, (n.end - n.start) / 1e9) for n in group)
-    longest = max(n.attrs.get(sc.ATTR_COALESCED_MAX, (n.end - n.start) / 1e9) for n in group)
-    per_call = (sc.ATTR_CACHE_HIT, sc.ATTR_CACHE_HITS, sc.ATTR_CACHE_MISSES)
-    attrs: dict[str, Any] = {k: v for k, v in first.attrs.items() if k not in per_call}
+    members = tuple(m for node in group for m in _members(node))
+    durations = [end - start for start, end in members]
+    per_call = (sc.ATTR_CACHE_HIT, sc.ATTR_CACHE_HITS, sc.ATTR_CACHE_MISSES,
+                sc.ATTR_COALESCED_COUNT)  # fmt: skip
     if by_stage:  # different statements or operations: keep only what they share
-        attrs = {sc.ATTR_STAGE: first.stage}
-    attrs[sc.ATTR_COALESCED_COUNT] = count
-    attrs[sc.ATTR_COALESCED_MIN] = shortest
-    attrs[sc.ATTR_COALESCED_MAX] = longest
+        items: list[tuple[str, Any]] = [(sc.ATTR_STAGE, first.stage)]
+    else:
+        items = [(k, v) for k, v in first.attrs.items() if k not in per_call]
+    items.append((sc.ATTR_COALESCED_COUNT, len(members)))
     if first.stage == sc.CACHE:
         hits = misses = 0
         for node in group:
@@ -64,10 +67,15 @@ def _merge(group: list[Node], by_stage: bool) -> Node:
                 hits, misses = hits + hit, misses + (not hit)
             hits += node.attrs.get(sc.ATTR_CACHE_HITS, 0)
             misses += node.attrs.get(sc.ATTR_CACHE_MISSES, 0)
-        attrs[sc.ATTR_CACHE_HITS], attrs[sc.ATTR_CACHE_MISSES] = hits, misses
+        items += [(sc.ATTR_CACHE_HITS, hits), (sc.ATTR_CACHE_MISSES, misses)]
     base = first.name.split(" ×", 1)[0]
-    name = f"{first.stage} ×{count}" if by_stage else f"{base} ×{count}"
-    merged = Node(name, first.stage, first.start, first.start + total, first.priority, attrs)
+    name = f"{first.stage} ×{len(members)}" if by_stage else f"{base} ×{len(members)}"
+    start = members[0][0]
+    merged = Node(name, first.stage, start, min(start + sum(durations), parent_end),
+                  first.priority, static(*items))  # fmt: skip
+    merged.members = members
+    merged.extra = ((sc.ATTR_COALESCED_MIN, min(durations) / 1e9),
+                    (sc.ATTR_COALESCED_MAX, max(durations) / 1e9))  # fmt: skip
     errors = [n.error for n in group if n.error is not None]
     merged.error = errors[0] if errors else None
     return merged
@@ -84,8 +92,7 @@ def _coalesce_children(node: Node, by_stage: bool) -> int:
     replaced: dict[int, Node] = {}
     for group in groups.values():
         if len(group) > 1:
-            merged = _merge(group, by_stage)
-            merged.end = min(merged.end, node.end)  # overlapping (concurrent) calls
+            merged = _merge(group, by_stage, node.end)
             for member in group:
                 replaced[id(member)] = merged
             folded += len(group) - 1

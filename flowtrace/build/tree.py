@@ -74,7 +74,7 @@ class Node:
     """One stage interval; becomes one span (unless merged away)."""
 
     __slots__ = ("name", "stage", "start", "end", "priority", "attrs", "children", "child_time",
-                 "error")  # fmt: skip
+                 "error", "members", "extra")  # fmt: skip
 
     def __init__(self, name: str, stage: str | None, start: int, end: int, priority: int,
                  attrs: dict[str, Any]) -> None:  # fmt: skip
@@ -87,6 +87,10 @@ class Node:
         self.children: list[Node] = []
         self.child_time = 0
         self.error: str | None = None  # a failed call: the span's status is ERROR
+        # a coalesced span (flowtrace.build.coalesce): the (start, end) of the calls it
+        # stands for, and its per-request attributes (shortest, longest), after ``attrs``
+        self.members: tuple[tuple[int, int], ...] | None = None
+        self.extra: tuple[tuple[str, Any], ...] = ()
 
     @property
     def duration(self) -> int:

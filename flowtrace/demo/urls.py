@@ -13,4 +13,5 @@ urlpatterns = [
     path("cached", views.cached, name="cached"),
     path("download", views.download, name="download"),
     path("boom", views.boom, name="boom"),
+    path("page", views.page, name="page"),
 ]

@@ -61,3 +61,28 @@ def download(request: HttpRequest) -> FileResponse:
 
 def boom(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("demo failure")
+
+
+def page(request: HttpRequest) -> TemplateResponse:
+    """A CMS-like page: ~50 queries (some repeated), 26 template renders (5 sections of
+    4 cards, each an include), ~150 cache calls (``get``, ``get_many``, ``set``),
+    rendered through a TemplateResponse. What a real page does, at the scale where
+    flowtrace's cost per event matters (``benchmarks/overhead.py``)."""
+    total = Item.objects.count()
+    sections = []
+    for s in range(5):
+        ids = [1 + (s * 4 + i) % 20 for i in range(4)]
+        items = list(Item.objects.filter(pk__in=ids))
+        for item in items:  # one query per card: the N+1 a template tag would do
+            Item.objects.filter(pk=item.pk).values_list("price", flat=True).first()
+        sections.append({"title": f"Section {s + 1}", "items": items})
+    for price in (3, 6, 9, 12, 15) * 4:  # repeated filters, as menus and widgets do
+        Item.objects.filter(price__gte=price).exists()
+    for i in range(100):
+        cache.get(f"demo:fragment:{i % 40}")
+    for i in range(25):
+        cache.get_many([f"demo:card:{i}", f"demo:card:{i + 1}", f"demo:card:{i + 2}"])
+    for i in range(25):
+        cache.set(f"demo:card:{i}", i, 60)
+    return TemplateResponse(request, "demo/page.html",
+                            {"title": "Bakery", "total": total, "sections": sections})  # fmt: skip

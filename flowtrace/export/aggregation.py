@@ -142,7 +142,7 @@ class Aggregation:
         self.histograms: list[HistogramAggregator] = []
         self._dropped = dropped
         self._dropped_meta: tuple[str, str, str] | None = None
-        self._counters: list[tuple[str, str, str, Callable[[], int]]] = []
+        self._counters: list[tuple[str, str, str, Callable[[], Any]]] = []
         self._collected: dict[int, int] = {}  # reader -> generation after its last collection
         self.start_ns = time_ns()
 
@@ -156,7 +156,7 @@ class Aggregation:
     def dropped_counter(self, name: str, unit: str, description: str) -> None:
         self._dropped_meta = (name, unit, description)
 
-    def counter(self, name: str, unit: str, description: str, value: Callable[[], int]) -> None:
+    def counter(self, name: str, unit: str, description: str, value: Callable[[], Any]) -> None:
         """A cumulative counter read at collection time."""
         self._counters.append((name, unit, description, value))
 

@@ -68,23 +68,63 @@ class _Dynamic:
             position, parent, start, end, name)  # fmt: skip
 
 
-class Layout:
-    """One learned request shape; see the module docstring."""
+class _Coalesced:
+    """A coalesced span (``flowtrace.build.coalesce``): its time and its shortest and
+    longest call are computed from the calls' timestamps at each request."""
 
-    __slots__ = ("_order", "stage_totals", "queries", "resolved", "spans", "_consts", "_segments",
-                 "duplicates")  # fmt: skip
+    __slots__ = ("position", "parent", "members", "parent_end", "name", "attrs")
+
+    def __init__(self, position: int, parent: int, members: tuple[tuple[int, int], ...],
+                 parent_end: int, name: str, attrs: StaticAttrs) -> None:  # fmt: skip
+        self.position, self.parent, self.members = position, parent, members
+        self.parent_end, self.name, self.attrs = parent_end, name, attrs
+
+    def encode(self, encoder: SpanEncoder, prefix: bytes, ids: list[int], slots: list[int],
+               offset: int) -> bytes:  # fmt: skip
+        durations = [slots[end] - slots[start] for start, end in self.members]
+        start = slots[self.members[0][0]]
+        end = min(start + sum(durations), slots[self.parent_end])
+        tail = encoder.static_tail(self.name, self.attrs, FLAGS_LOCAL_PARENT, "")
+        tail += encoder.extra(((sc.ATTR_COALESCED_MIN, min(durations) / 1e9),
+                               (sc.ATTR_COALESCED_MAX, max(durations) / 1e9)))  # fmt: skip
+        return static_span(prefix, ids[self.position].to_bytes(8, "little"),
+                           ids[self.parent].to_bytes(8, "little"), start + offset, end + offset,
+                           tail)  # fmt: skip
+
+
+class Totals:
+    """What the full-detail tree of a shape adds up to: stage totals as sums of
+    timestamps, the strict order they hold for, the queries, Django's match."""
+
+    __slots__ = ("order", "terms", "queries", "resolved")
 
     def __init__(self, order: tuple[int, ...], terms: dict[str, tuple[tuple[int, int], ...]],
-                 queries: int, resolved: Any, spans: int, consts: list[bytes],
-                 segments: list[Any]) -> None:  # fmt: skip
-        self._order = itemgetter(*order)
-        self.stage_totals: Callable[[list[int]], dict[str, int]] = _totals_function(terms)
-        self.queries = queries
-        self.resolved = resolved
+                 queries: int, resolved: Any) -> None:  # fmt: skip
+        self.order, self.terms, self.queries, self.resolved = order, terms, queries, resolved
+
+
+class Layout:
+    """One learned request shape; see the module docstring. Without ``segments``
+    (spans that cannot be replayed) it still gives the stage totals."""
+
+    __slots__ = ("_order", "stage_totals", "queries", "resolved", "spans", "_consts", "_segments",
+                 "duplicates", "merged", "dropped")  # fmt: skip
+
+    def __init__(self, totals: Totals, spans: int, consts: list[bytes],
+                 segments: list[Any] | None) -> None:  # fmt: skip
+        self._order = itemgetter(*totals.order)
+        self.stage_totals: Callable[[list[int]], dict[str, int]] = _totals_function(totals.terms)
+        self.queries = totals.queries
+        self.resolved = totals.resolved
         self.spans = spans  # below the root
         self._consts = consts
         self._segments = segments
         self.duplicates: Any = None  # the shape's duplicated queries (flowtrace.build.duplicates)
+        self.merged = self.dropped = 0  # calls coalesced, spans left out (flowtrace.build.coalesce)
+
+    @property
+    def replays_spans(self) -> bool:
+        return self._segments is not None
 
     def fits(self, slots: list[int]) -> bool:
         """Same strict order of timestamps as when learned: the same tree."""
@@ -99,8 +139,11 @@ class Layout:
         values = [trace_id, *ids, *[s + offset for s in slots], *self._consts]
         prefix = b"\x0a\x10" + trace_id + b"\x12\x08"
         out = []
+        assert self._segments is not None
         for segment in self._segments:
-            if type(segment) is _Dynamic:  # the streaming span
+            if type(segment) is _Coalesced:
+                out.append(segment.encode(encoder, prefix, ids, slots, offset))
+            elif type(segment) is _Dynamic:  # the streaming span
                 attrs = streaming_attrs(tl)
                 tail = encoder.static_tail(segment.name, attrs, FLAGS_LOCAL_PARENT, "")
                 out.append(static_span(
@@ -150,12 +193,12 @@ def _nested_cleanly(root: Node) -> bool:
     return True
 
 
-def learn(tree: Tree, slots: list[int], encoder: SpanEncoder) -> Layout | None:
-    """The layout of a built tree, or None if it cannot be replayed exactly."""
+def measure(tree: Tree, slots: list[int]) -> Totals | None:
+    """The totals recipe of a full-detail tree (before its spans are shaped), or None
+    if it cannot be replayed exactly (ties, a clamped interval)."""
     index = {value: i for i, value in enumerate(slots)}
     if len(index) != len(slots) or not _nested_cleanly(tree.root):
         return None
-    root = tree.root
     terms: dict[str, dict[int, int]] = {}
     for node in tree.nodes:
         if node.stage is None or node.start not in index or node.end not in index:
@@ -169,19 +212,21 @@ def learn(tree: Tree, slots: list[int], encoder: SpanEncoder) -> Layout | None:
                 slot = index[value]
                 coefficients[slot] = coefficients.get(slot, 0) + c
     order = tuple(sorted(range(len(slots)), key=slots.__getitem__))
-    encoded = _span_recipe(root, index, encoder)
+    return Totals(order, {stage: tuple((i, c) for i, c in cs.items() if c)
+                          for stage, cs in terms.items()},
+                  sum(1 for node in tree.nodes if node.stage == sc.DB), tree.resolved)  # fmt: skip
+
+
+def learn(totals: Totals, shaped: Node, slots: list[int], encoder: SpanEncoder) -> Layout:
+    """The layout of a shape: its totals, and its spans as shaped (``shaped`` is the
+    root after the middleware detail level and coalescing), when they can be
+    replayed byte for byte."""
+    index = {value: i for i, value in enumerate(slots)}
+    encoded = _span_recipe(shaped, index, encoder)
     if encoded is None:
-        return None
+        return Layout(totals, 0, [], None)
     consts, segments, spans = encoded
-    return Layout(
-        order,
-        {stage: tuple((i, c) for i, c in cs.items() if c) for stage, cs in terms.items()},
-        sum(1 for node in tree.nodes if node.stage == sc.DB),
-        tree.resolved,
-        spans,
-        consts,
-        segments,
-    )  # fmt: skip
+    return Layout(totals, spans, consts, segments)
 
 
 def _span_recipe(
@@ -229,6 +274,18 @@ def _span_recipe(
         holes.clear()
 
     for position, (node, parent) in enumerate(order, start=1):
+        if node.members is not None:  # coalesced: times and extremes change per request
+            if type(node.attrs) is not StaticAttrs or node.error is not None:
+                return None
+            parent_node = order[parent - 1][0] if parent else root
+            if any(m not in index for pair in node.members for m in pair) or \
+                    parent_node.end not in index:  # fmt: skip
+                return None
+            close_segment()
+            members = tuple((index[a], index[b]) for a, b in node.members)
+            segments.append(_Coalesced(position, parent, members, index[parent_node.end],
+                                       node.name, node.attrs))  # fmt: skip
+            continue
         if node.stage == sc.STREAMING:  # its attributes change with the response
             close_segment()
             segments.append(_Dynamic(position, parent, index[node.start], index[node.end],
@@ -290,13 +347,15 @@ class Layouts:
         self._seen.add(marker)
         return False
 
-    def learn(self, key: Any, tree: Tree | None, slots: list[int], duplicates: Any = None) -> None:
-        """Keep the layout of this tree (or, for None, that it cannot be replayed)."""
+    def learn(self, key: Any, totals: Totals | None, shaped: Node, slots: list[int],
+              extras: tuple[Any, int, int]) -> None:  # fmt: skip
+        """Keep the layout of this shape (or, for no totals, that it cannot be replayed);
+        ``extras``: its duplicated queries, calls merged and spans dropped."""
         if len(self._layouts) >= _MAX_LAYOUTS:
             self._layouts.clear()
-        layout = learn(tree, slots, self.encoder) if tree is not None else None
+        layout = learn(totals, shaped, slots, self.encoder) if totals is not None else None
         if layout is not None:
-            layout.duplicates = duplicates
+            layout.duplicates, layout.merged, layout.dropped = extras
         self._layouts[key] = layout
         self._seen.discard(hash(key))
 

@@ -173,6 +173,10 @@ class SpanEncoder:
         body = b"".join(parts)
         return b"\x12" + varint(len(body)) + body
 
+    def extra(self, items: Iterable[tuple[str, Any]]) -> bytes:
+        """Attributes added after a static tail (protobuf fields may come in any order)."""
+        return b"".join(field(9, key_value(k, v)) for k, v in items)
+
     def request(self, spans: Iterable[bytes]) -> bytes:
         """Wrap encoded spans into one ExportTraceServiceRequest."""
         scope_spans = self._scope_field + b"".join(spans)
@@ -237,6 +241,8 @@ class SpanEncoder:
             attrs = node.attrs
             if type(attrs) is StaticAttrs and node.error is None:
                 tail = self.static_tail(node.name, attrs, FLAGS_LOCAL_PARENT, trace_state)
+                if node.extra:  # a coalesced span's per-request attributes
+                    tail += self.extra(node.extra)
                 out.append(static_span(ids_prefix, span_id, parent_id, node.start + wall_offset,
                                        node.end + wall_offset, tail))  # fmt: skip
             else:

@@ -28,7 +28,7 @@ from flowtrace.build.tree import Tree, build
 from flowtrace.capture.request_info import method_of, protocol_attributes
 from flowtrace.capture.timeline import Timeline
 from flowtrace.config import Config
-from flowtrace.export.layout import Layout, Layouts, shape_key, slots_of
+from flowtrace.export.layout import Layout, Layouts, measure, shape_key, slots_of
 from flowtrace.export.root import Facts, RootSpans
 from flowtrace.export.sdk import MetricSink, exemplar_for
 
@@ -75,6 +75,7 @@ class Recorder:
         self._exemplars = getattr(metrics, "exemplars", "trace_based")
         self._threshold = cfg.duplicate_query_threshold
         self.requests = 0
+        self.self_cost: Any = None  # () -> µs of export CPU per request so far (the engine's)
 
     def __call__(self, tl: Timeline) -> None:
         facts = self._facts(tl)
@@ -85,8 +86,8 @@ class Recorder:
             if key is not None:
                 slots = slots_of(tl, facts.queue)
                 layout = layouts.find(key, slots)
-                if layout is not None:  # a shape seen before: no tree
-                    self._replay(tl, facts, layout, slots)
+                if layout is not None and (facts.keep is None or layout.replays_spans):
+                    self._replay(tl, facts, layout, slots)  # a shape seen before: no tree
                     return
                 if not layouts.wants(key):
                     key = None
@@ -109,14 +110,15 @@ class Recorder:
             self._record(tl, facts, tree.stage_totals(), per_mw)
         if facts.keep is None and key is None:
             return
+        learning = layouts is not None and key is not None and slots is not None
+        recipe = measure(tree, slots) if learning and slots is not None else None  # full detail
         spans, merged, dropped = self._shape(tree)
-        if layouts is not None and key is not None and slots is not None:
-            # a shape whose spans shaping did not change replays exactly; others never do
-            learnable = not merged and not dropped and spans == len(tree.nodes)
-            layouts.learn(key, tree if learnable else None, slots, found)
+        if layouts is not None and learning and slots is not None:
+            layouts.learn(key, recipe, tree.root, slots, (found, merged, dropped))
         if facts.keep is None:
             return
         name, attrs, status, exception = self.roots.parts(tl, facts, spans, merged, dropped)
+        self._cost(attrs)
         self.spans.emit(tree.root, name, attrs, (tl.trace_id, tl.span_id, tl.parent,
                         tl.trace_state), tl.wall_offset, status, exception)  # fmt: skip
 
@@ -153,9 +155,15 @@ class Recorder:
             self._record(tl, facts, layout.stage_totals(slots), None)
         if facts.keep is None:
             return
-        root = self.roots.parts(tl, facts, layout.spans)
+        root = self.roots.parts(tl, facts, layout.spans, layout.merged, layout.dropped)
+        self._cost(root[1])
         start = tl.t_call - facts.queue
         self.spans.emit_layout(layout, slots, tl, (start, start + facts.duration), *root)
+
+    def _cost(self, attrs: dict[str, Any]) -> None:
+        """flowtrace's own export cost so far, on the root span (``flowtrace report``)."""
+        if self.self_cost is not None:
+            attrs[sc.ATTR_EXPORT_COST] = round(self.self_cost(), 1)
 
     def _record(self, tl: Timeline, facts: Facts, totals: dict[str, int],
                 per_middleware: dict[str, int] | None) -> None:  # fmt: skip

@@ -145,8 +145,9 @@ class SpanSink:
         while todo:
             node, parent_ctx = todo.pop()
             ctx = SpanContext(trace_id, new_id(), False, _SAMPLED, trace_state)
+            attrs = {**node.attrs, **dict(node.extra)} if node.extra else node.attrs
             yield ReadableSpan(
-                node.name, ctx, parent_ctx, self.resource, node.attrs, (), (),
+                node.name, ctx, parent_ctx, self.resource, attrs, (), (),
                 SpanKind.INTERNAL, None, _UNSET if node.error is None else _ERROR,
                 to_wall(node.start), to_wall(node.end), self.scope,
             )  # fmt: skip
@@ -198,7 +199,7 @@ class MetricSink:
 
     def __init__(
         self, provider: MeterProvider, http_server_metric: bool, dropped: Callable[[], int],
-        counters: tuple[tuple[str, str, str, Callable[[], int]], ...] = (),
+        counters: tuple[tuple[str, str, str, Callable[[], Any]], ...] = (),
     ) -> None:  # fmt: skip
         self.provider = provider
         self._dropped = dropped

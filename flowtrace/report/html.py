@@ -146,8 +146,10 @@ def _calls_tables(routes: list[tuple[str, RouteStats]]) -> str:
                      f"{''.join(rows)}</table>")  # fmt: skip
     if not parts:
         return ""
-    return ("<h2>Which query, which template (heaviest per route; templates include what "
-            f"they include)</h2>{''.join(parts)}")
+    return (
+        "<h2>Which query, which template (heaviest per route; templates include what "
+        f"they include)</h2>{''.join(parts)}"
+    )
 
 
 def _spans_section(inputs: Inputs) -> str:

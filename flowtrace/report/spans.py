@@ -181,6 +181,7 @@ class SpanReport:
         self.routes: dict[str, RouteStats] = defaultdict(RouteStats)
         self.spans = 0
         self.incomplete = 0
+        self.export_cost_us: float | None = None  # flowtrace's own, as the last trace said
         self._open: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
 
     def read(self, path: str, progress: Callable[[int], None] | None = None) -> None:
@@ -221,6 +222,8 @@ class SpanReport:
             self.incomplete += 1
             return
         attrs = root["attrs"]
+        if sc.ATTR_EXPORT_COST in attrs:
+            self.export_cost_us = float(attrs[sc.ATTR_EXPORT_COST])
         stats = self.routes[root["name"]]
         duration = int(root["endTimeUnixNano"]) - int(root["startTimeUnixNano"])
         stats.latency.add(duration)

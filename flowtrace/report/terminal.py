@@ -58,6 +58,9 @@ def render_spans(inputs: Inputs, out: TextIO) -> None:
             cold = "  (cold start)" if request.cold else ""
             out.write(f"    {request.duration_ns / 1e6:8.2f} ms  trace {request.trace_id}{cold}\n")
     _duplicates_summary(routes, out)
+    if report.export_cost_us is not None:
+        out.write(f"\nflowtrace's own cost: {report.export_cost_us:.1f} µs of export-thread CPU "
+                  "per request (the process's mean, as its last trace said)\n")  # fmt: skip
 
 
 def _duplicates_summary(routes: list[tuple[str, Any]], out: TextIO) -> None:
