@@ -33,7 +33,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-ROUTES = ("/hello", "/db", "/stream", "/items/3/")
+ROUTES = ("/hello", "/db", "/stream", "/items/3/", "/page")
+# /page is event-heavy (a CMS-like page: ~46 queries, 26 template renders, 150 cache
+# calls) and ~50x slower than /hello: fewer requests give it the same measuring time.
+SCALE = {"/page": 0.1}
 SLICES = 8  # per route and round: configurations take turns slice by slice
 WARM_UP = 200  # requests per route and process before the first measured slice
 sys.path.insert(0, str(ROOT))
@@ -66,16 +69,55 @@ def worker(config: str) -> None:
         flushes.spans()
         times = []
         cpu0 = time.process_time_ns()
+        thread0 = time.thread_time_ns()
         for _ in range(int(count)):
             t0 = time.perf_counter_ns()
             one(environ)
             times.append(time.perf_counter_ns() - t0)
+        thread = (time.thread_time_ns() - thread0) / int(count) / 1e3
         flushes.spans()
         cpu = (time.process_time_ns() - cpu0) / int(count) / 1e3
+        # request thread: this thread while serving; the rest (export thread, the final
+        # flush's drain and send) is the export's
         result = {"median": statistics.median(times) / 1e3,
-                  "mean": statistics.fmean(times) / 1e3, "cpu": cpu}  # fmt: skip
+                  "mean": statistics.fmean(times) / 1e3, "cpu": cpu, "request": thread}  # fmt: skip
         print(json.dumps(result), flush=True)
     flushes.everything()  # stdin closed: the round is over; metrics go out now
+
+
+def _events_per_request() -> dict[str, int]:
+    """How many calls flowtrace records per request of each route (middleware layers,
+    resolution, view, queries, templates, cache calls), from one profiled request."""
+    from flowtrace.regression.replay import ProfiledApp, RequestSpec, run_request
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flowtrace.demo.settings")
+    from django.core.wsgi import get_wsgi_application
+
+    app = ProfiledApp(get_wsgi_application())
+    out = {}
+    for route in ROUTES:
+        run_request(app, RequestSpec("GET", route))  # warm: the cache holds what it will
+        app.finished.clear()
+        original = app._finish
+        seen: list[Any] = []
+        app._finish = seen.append  # type: ignore[method-assign]
+        try:
+            body = app(_environ(route), lambda *a: None)
+            for _ in body:
+                pass
+            body.close()
+        finally:
+            app._finish = original  # type: ignore[method-assign]
+        out[route] = len(seen[0].events) if seen else 0
+    return out
+
+
+def _environ(route: str) -> dict[str, Any]:
+    from wsgiref.util import setup_testing_defaults
+
+    environ: dict[str, Any] = {"PATH_INFO": route, "SCRIPT_NAME": ""}
+    setup_testing_defaults(environ)
+    return environ
 
 
 def _start_sink() -> tuple[subprocess.Popen[str], str]:
@@ -109,11 +151,11 @@ def in_process(env: dict[str, str], rounds: int, count: int) -> dict[tuple[str, 
     one process for the whole run).
     """
     results: dict[tuple[str, str], list[dict]] = {}
-    per_slice = max(count // SLICES, 1)
     for r in range(rounds):
         workers = {c: _spawn(c, env) for c in CONFIGS}
         try:
             for route in ROUTES:
+                per_slice = max(int(count * SCALE.get(route, 1)) // SLICES, 1)
                 for _ in range(SLICES):
                     order = list(CONFIGS)
                     random.shuffle(order)
@@ -180,32 +222,41 @@ def _paired_ratios(values: list[float], plain: list[float]) -> list[float]:
 
 
 def report(results: dict[tuple[str, str], list[dict]], rps: dict[str, list[float]],
-           received: dict[str, Any], served: dict[str, int]) -> None:  # fmt: skip
+           received: dict[str, Any], served: dict[str, int],
+           events: dict[str, int]) -> None:  # fmt: skip
     """Per route and configuration: totals over all slices, and the overhead as
     the median of per-slice differences to plain Django measured right beside it."""
     print("\n(a) in-process, µs per request: mean wall and process CPU over all slices;")
     print("    Δ = median over slices of (config - plain in the same slice), and its ratio to")
     print("    the anchor's Δ (opentelemetry-instrumentation-django)")
-    print(f"{'route':10} {'config':15} {'median':>8} {'wall':>8} {'cpu':>8} "
-          f"{'Δwall':>8} {'Δcpu':>8} {'Δcpu/anchor':>12}")  # fmt: skip
+    print("    Δreq = the request thread's share of Δcpu, Δexp = the rest (export thread,")
+    print("    flush); %plain = Δcpu as a share of plain's cpu; per event = Δcpu / the calls")
+    print("    flowtrace records per request (events)")
+    print(f"{'route':10} {'config':15} {'median':>8} {'wall':>8} {'cpu':>8} {'Δwall':>8} "
+          f"{'Δcpu':>8} {'Δreq':>7} {'Δexp':>7} {'%plain':>7} {'/event':>7} "
+          f"{'Δcpu/anchor':>12}")  # fmt: skip
     for route in ROUTES:
         plain = results[("plain", route)]
+        plain_cpu = statistics.fmean(x["cpu"] for x in plain)
         deltas = {}
         for config in CONFIGS:
             pairs = list(zip(results[(config, route)], plain, strict=True))
             d_wall = statistics.median(x["mean"] - p["mean"] for x, p in pairs)
             d_cpu = statistics.median(x["cpu"] - p["cpu"] for x, p in pairs)
-            deltas[config] = (d_wall, d_cpu)
+            d_req = statistics.median(x["request"] - p["request"] for x, p in pairs)
+            deltas[config] = (d_wall, d_cpu, d_req)
         anchor = deltas["otel-django"][1]
         for config in CONFIGS:
             runs = results[(config, route)]
             median = statistics.median(x["median"] for x in runs)
             wall = statistics.fmean(x["mean"] for x in runs)
             cpu = statistics.fmean(x["cpu"] for x in runs)
-            d_wall, d_cpu = deltas[config]
+            d_wall, d_cpu, d_req = deltas[config]
             share = f"{d_cpu / anchor:12.2f}" if anchor > 0 else f"{'-':>12}"
+            per_event = d_cpu / events[route] if events.get(route) else 0.0
             print(f"{route:10} {config:15} {median:8.1f} {wall:8.1f} {cpu:8.1f} "
-                  f"{d_wall:+8.1f} {d_cpu:+8.1f} {share}")  # fmt: skip
+                  f"{d_wall:+8.1f} {d_cpu:+8.1f} {d_req:+7.1f} {d_cpu - d_req:+7.1f} "
+                  f"{d_cpu / plain_cpu * 100:+6.2f}% {per_event:7.2f} {share}")  # fmt: skip
     if rps:
         print("\n(b) gunicorn (1 sync worker) + wrk -t1 -c2 on /hello, requests/s")
         print("    ratio = median over cycles of (config / plain in the same cycle)")
@@ -243,10 +294,10 @@ def main() -> None:
         time.sleep(1)  # let the sink finish decoding the last posts
         with urllib.request.urlopen(endpoint + "/stats") as response:
             received = json.load(response)
-        per_slice = max(count // SLICES, 1)
-        served = {c: rounds * len(ROUTES) * (SLICES * per_slice + WARM_UP) for c in CONFIGS}
+        served = {c: rounds * sum(SLICES * max(int(count * SCALE.get(r, 1)) // SLICES, 1)
+                                  + WARM_UP for r in ROUTES) for c in CONFIGS}  # fmt: skip
         rps = {} if args.no_wire else over_the_wire(env, wire_rounds, seconds)
-        report(results, rps, received, served)
+        report(results, rps, received, served, _events_per_request())
     finally:
         sink.terminate()
         sink.wait(10)

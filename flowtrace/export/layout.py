@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from itertools import islice
-from operator import itemgetter, lt
+from operator import itemgetter, lt, sub
 from struct import Struct
 from typing import Any
 
@@ -34,7 +34,7 @@ from flowtrace.export.otlp_encode import FLAGS_LOCAL_PARENT, SpanEncoder, static
 
 _MAX_LAYOUTS = 256
 _MAX_SEEN = 4096
-_event_key = itemgetter(0, 3)
+_kind, _start, _end, _payload = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 
 
 def swap_bytes(value: int) -> int:
@@ -43,19 +43,22 @@ def swap_bytes(value: int) -> int:
 
 
 def shape_key(tl: Timeline, queue: int | None) -> Any:
-    """What a request went through, without the times (hashable, or None)."""
+    """What a request went through, without the times (hashable, or None): the event
+    kinds as bytes and the payloads, both built in C (no tuple per event)."""
     if not tl.t_close_start:
         return None
-    return (bool(queue), tl.layer_names, tuple(map(_event_key, tl.events)))
+    events = tl.events
+    return (bool(queue), tl.layer_names, bytes(map(_kind, events)), tuple(map(_payload, events)))
 
 
 def slots_of(tl: Timeline, queue: int | None) -> list[int]:
-    """Every timestamp the tree can be built from, in a fixed order per shape."""
-    slots = [tl.t_call - queue] if queue else []
-    slots += (tl.t_call, tl.t_return, tl.t_close_start, tl.t_close_end)
-    for event in tl.events:
-        slots += event[1:3]
-    return slots
+    """Every timestamp the tree can be built from, in a fixed order per shape (every
+    event's start, then every event's end)."""
+    events = tl.events
+    base = (tl.t_call, tl.t_return, tl.t_close_start, tl.t_close_end)
+    if queue:
+        return [tl.t_call - queue, *base, *map(_start, events), *map(_end, events)]
+    return [*base, *map(_start, events), *map(_end, events)]
 
 
 class _Dynamic:
@@ -85,22 +88,36 @@ class _Coalesced:
         start = slots[self.members[0][0]]
         end = min(start + sum(durations), slots[self.parent_end])
         tail = encoder.static_tail(self.name, self.attrs, FLAGS_LOCAL_PARENT, "")
-        tail += encoder.extra(((sc.ATTR_COALESCED_MIN, min(durations) / 1e9),
-                               (sc.ATTR_COALESCED_MAX, max(durations) / 1e9)))  # fmt: skip
+        tail += _extremes(encoder)(min(durations) / 1e9, max(durations) / 1e9)
         return static_span(prefix, ids[self.position].to_bytes(8, "little"),
                            ids[self.parent].to_bytes(8, "little"), start + offset, end + offset,
                            tail)  # fmt: skip
 
 
+_min_max: dict[int, Callable[[float, float], bytes]] = {}
+
+
+def _extremes(encoder: SpanEncoder) -> Callable[[float, float], bytes]:
+    """The coalesced spans' shortest and longest call, encoded in one pack."""
+    packer = _min_max.get(id(encoder))
+    if packer is None:
+        packer = _min_max[id(encoder)] = encoder.doubles(sc.ATTR_COALESCED_MIN,
+                                                         sc.ATTR_COALESCED_MAX)  # fmt: skip
+    return packer
+
+
 class Totals:
     """What the full-detail tree of a shape adds up to: stage totals as sums of
-    timestamps, the strict order they hold for, the queries, Django's match."""
+    interval durations (``intervals``: (start slot, end slot) pairs), the strict
+    order of timestamps they hold for, the queries, Django's match."""
 
-    __slots__ = ("order", "terms", "queries", "resolved")
+    __slots__ = ("order", "intervals", "terms", "queries", "resolved")
 
-    def __init__(self, order: tuple[int, ...], terms: dict[str, tuple[tuple[int, int], ...]],
-                 queries: int, resolved: Any) -> None:  # fmt: skip
-        self.order, self.terms, self.queries, self.resolved = order, terms, queries, resolved
+    def __init__(self, order: tuple[int, ...], intervals: list[tuple[int, int]],
+                 terms: dict[str, tuple[tuple[int, int], ...]], queries: int,
+                 resolved: Any) -> None:  # fmt: skip
+        self.order, self.intervals, self.terms = order, intervals, terms
+        self.queries, self.resolved = queries, resolved
 
 
 class Layout:
@@ -113,7 +130,7 @@ class Layout:
     def __init__(self, totals: Totals, spans: int, consts: list[bytes],
                  segments: list[Any] | None) -> None:  # fmt: skip
         self._order = itemgetter(*totals.order)
-        self.stage_totals: Callable[[list[int]], dict[str, int]] = _totals_function(totals.terms)
+        self.stage_totals: Callable[[list[int]], dict[str, int]] = _totals_function(totals)
         self.queries = totals.queries
         self.resolved = totals.resolved
         self.spans = spans  # below the root
@@ -136,7 +153,7 @@ class Layout:
         """The stage spans' bytes (root excluded); ``ids[0]`` is the root's id,
         ``ids[k]`` the k-th span's, all as little-endian-ready ints."""
         offset = tl.wall_offset
-        values = [trace_id, *ids, *[s + offset for s in slots], *self._consts]
+        values = [trace_id, *ids, *map(offset.__add__, slots), *self._consts]
         prefix = b"\x0a\x10" + trace_id + b"\x12\x08"
         out = []
         assert self._segments is not None
@@ -157,25 +174,38 @@ class Layout:
 
 
 def _term(index: int, coefficient: int) -> str:
-    if coefficient in (1, -1):  # the usual case: no multiplication of big ints
-        return f"{'+' if coefficient > 0 else '-'} s[{index}]"
-    return f"{coefficient:+d} * s[{index}]"
+    if coefficient in (1, -1):  # the usual case
+        return f"{'+' if coefficient > 0 else '-'} d[{index}]"
+    return f"{coefficient:+d} * d[{index}]"
 
 
-def _totals_function(
-    terms: dict[str, tuple[tuple[int, int], ...]],
-) -> Callable[[list[int]], dict[str, int]]:
-    """``slots -> {stage: exclusive ns}`` as one compiled expression: the totals
-    are fixed sums and differences of timestamps, so no loop is needed."""
+def _gather(indices: list[int]) -> Callable[[list[int]], tuple[int, ...]]:
+    getter = itemgetter(*indices)
+    if len(indices) == 1:
+        return lambda values: (getter(values),)
+    return getter
+
+
+def _totals_function(totals: Totals) -> Callable[[list[int]], dict[str, int]]:
+    """``slots -> {stage: exclusive ns}``: the intervals' durations (one C-level
+    subtraction each: durations are small ints, where Python's arithmetic is
+    fast, timestamps are not), then one compiled expression of sums and
+    differences of them, so no loop is needed."""
+    ends = _gather([end for _, end in totals.intervals])
+    starts = _gather([start for start, _ in totals.intervals])
     entries = []
-    for stage, stage_terms in terms.items():
+    for stage, stage_terms in totals.terms.items():
         expression = " ".join(_term(i, c) for i, c in stage_terms) or "0"
         entries.append(f"{stage!r}: {expression}")
     # Generated from ints and the stage names of flowtrace.semconv only.
-    function: Callable[[list[int]], dict[str, int]] = eval(  # noqa: S307
-        compile(f"lambda s: {{{', '.join(entries)}}}", "<flowtrace.export.layout totals>", "eval")
+    by_durations: Callable[[list[int]], dict[str, int]] = eval(  # noqa: S307
+        compile(f"lambda d: {{{', '.join(entries)}}}", "<flowtrace.export.layout totals>", "eval")
     )
-    return function
+
+    def stage_totals(slots: list[int]) -> dict[str, int]:
+        return by_durations(list(map(sub, ends(slots), starts(slots))))
+
+    return stage_totals
 
 
 def _nested_cleanly(root: Node) -> bool:
@@ -200,20 +230,20 @@ def measure(tree: Tree, slots: list[int]) -> Totals | None:
     if len(index) != len(slots) or not _nested_cleanly(tree.root):
         return None
     terms: dict[str, dict[int, int]] = {}
+    intervals: dict[tuple[int, int], int] = {}  # (start slot, end slot) -> its position
     for node in tree.nodes:
-        if node.stage is None or node.start not in index or node.end not in index:
+        if node.stage is None:
             return None
         coefficients = terms.setdefault(node.stage, {})
         for child in (node, *node.children):
-            sign = 1 if child is node else -1
-            for value, c in ((child.end, sign), (child.start, -sign)):
-                if value not in index:
-                    return None
-                slot = index[value]
-                coefficients[slot] = coefficients.get(slot, 0) + c
+            if child.start not in index or child.end not in index:
+                return None
+            pair = (index[child.start], index[child.end])
+            k = intervals.setdefault(pair, len(intervals))
+            coefficients[k] = coefficients.get(k, 0) + (1 if child is node else -1)
     order = tuple(sorted(range(len(slots)), key=slots.__getitem__))
-    return Totals(order, {stage: tuple((i, c) for i, c in cs.items() if c)
-                          for stage, cs in terms.items()},
+    return Totals(order, list(intervals),
+                  {stage: tuple((i, c) for i, c in cs.items() if c) for stage, cs in terms.items()},
                   sum(1 for node in tree.nodes if node.stage == sc.DB), tree.resolved)  # fmt: skip
 
 

@@ -177,6 +177,13 @@ class SpanEncoder:
         """Attributes added after a static tail (protobuf fields may come in any order)."""
         return b"".join(field(9, key_value(k, v)) for k, v in items)
 
+    def doubles(self, first: str, second: str) -> Callable[[float, float], bytes]:
+        """``(a, b) -> bytes`` of two double attributes, as ``extra`` writes them: one
+        ``struct.pack`` (the keys' bytes are fixed, a double is always 8 bytes)."""
+        head_a, head_b = (field(9, key_value(k, 0.0))[:-8] for k in (first, second))
+        packer = Struct(f"<{len(head_a)}sd{len(head_b)}sd").pack
+        return lambda a, b: packer(head_a, a, head_b, b)
+
     def request(self, spans: Iterable[bytes]) -> bytes:
         """Wrap encoded spans into one ExportTraceServiceRequest."""
         scope_spans = self._scope_field + b"".join(spans)

@@ -58,6 +58,16 @@ def db_system(connection: Any) -> str:
     return _SYSTEMS.get(vendor) or str(vendor)
 
 
+_systems: dict[str, str] = {}  # connection alias -> db.system.name (one lookup per query)
+
+
+def _system_of(connection: Any) -> str:
+    system = db_system(connection)
+    if system != "mysql":  # MariaDB may be told apart later, once Django knows
+        _systems[connection.alias] = system
+    return system
+
+
 class QueryTimer:
     """A ``connection.execute_wrapper`` that records each query's interval.
 
@@ -79,11 +89,11 @@ class QueryTimer:
             raise
         finally:
             t1 = clock()
-            connection = context["connection"]
+            alias = context["connection"].alias
+            system = _systems.get(alias) or _system_of(context["connection"])
             kept = params if tl.keep_sql_params else None
             batch = len(params) if many and hasattr(params, "__len__") else 0
-            tl.events.append((DB, t0, t1, (sql, connection.alias, db_system(connection), batch,
-                                           kept, error)))  # fmt: skip
+            tl.events.append((DB, t0, t1, (sql, alias, system, batch, kept, error)))
 
     def __repr__(self) -> str:
         return "<flowtrace query timer>"
@@ -218,6 +228,8 @@ def backend_name(cache: Any) -> str:
 
 def _timed_cache_method(original: Callable[..., Any], operation: str) -> Callable[..., Any]:
     is_read = operation in _CACHE_READS
+    is_get = operation == "get"
+    names = _backend_names
 
     @functools.wraps(original)
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -230,13 +242,16 @@ def _timed_cache_method(original: Callable[..., Any], operation: str) -> Callabl
         hit = None
         try:
             result = original(self, *args, **kwargs)
-            if is_read:
+            if is_get:  # the most frequent call: its hit test inline
+                hit = result is not (args[1] if len(args) > 1 else kwargs.get("default"))
+            elif is_read:
                 hit = _hits(operation, args, kwargs, result)
             return result
         finally:
             t1 = clock()
             _owner.reset(token)
-            tl.events.append((CACHE, t0, t1, (operation, backend_name(self), hit)))
+            backend = names.get(type(self)) or backend_name(self)
+            tl.events.append((CACHE, t0, t1, (operation, backend, hit)))
 
     method._flowtrace_original = original  # type: ignore[attr-defined]
     return method
