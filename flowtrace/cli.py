@@ -1,7 +1,8 @@
-"""The ``flowtrace`` command: ``demo``, ``report``, ``bench`` and ``compare``.
+"""The flowtrace command: demo, report, bench and compare.
 
 Bad input (a scenario or result file) is one line on stderr and exit status 2,
-never a traceback; a regression found by ``compare`` is exit status 1.
+never a traceback; a regression found by compare is exit status 1. Output
+piped into a command that stops reading (head) ends quietly.
 """
 
 from __future__ import annotations
@@ -115,43 +116,87 @@ def _step_summary() -> str | None:
     return os.environ.get("GITHUB_STEP_SUMMARY")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Shows an option's default where it has a meaningful one (not None, not a flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default not in (None, False, True, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+_DESCRIPTION = "Request-flow profiling for Django: see where each request's time goes."
+_EPILOG = ("Exit status: 0 success, 1 a regression found by compare, 2 bad input. "
+           "Run 'flowtrace COMMAND --help' for a command's options.")  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowtrace", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="serve the demo app under gunicorn and show its stages")
+    from flowtrace import __version__
+
+    formatter = _Formatter
+    parser = argparse.ArgumentParser(prog="flowtrace", description=_DESCRIPTION, epilog=_EPILOG)
+    parser.add_argument("--version", action="version", version=f"flowtrace {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, **kwargs: Any) -> argparse.ArgumentParser:
+        description = summary[0].upper() + summary[1:] + "."
+        return commands.add_parser(name, help=summary, description=description,
+                                   formatter_class=formatter, **kwargs)  # fmt: skip
+
+    demo = command("demo", "serve the demo app under gunicorn and show its stages")
     demo.add_argument("--output", default="demo-output", help="directory for the span file")
     demo.add_argument("--requests", type=int, default=20, help="requests per route")
     demo.set_defaults(func=_demo)
-    report = commands.add_parser(
-        "report", aliases=["summary"], help="per-route, per-stage report of span/bench files"
-    )
-    report.add_argument("files", nargs="+", help="OTLP-JSON span files, bench result files")
-    report.add_argument("--html", metavar="OUT", help="write a self-contained HTML report")
+    report = command("report", "per-route, per-stage report of span files or bench results",
+                     aliases=["summary"])  # fmt: skip
+    report.add_argument("files", nargs="+", metavar="FILE",
+                        help="OTLP-JSON span files (output_file) and/or bench result files; "
+                        "with two bench results, the first is compared against the "
+                        "second")  # fmt: skip
+    report.add_argument("--html", metavar="OUT", help="also write a self-contained HTML report")
     report.add_argument("--progress", action="store_true", help="progress bar even off a tty")
     report.add_argument("--include-cold-starts", action="store_true",
                         help="count a process's first 3 requests among the slowest")  # fmt: skip
     report.set_defaults(func=_report)
-    bench = commands.add_parser("bench", help="replay a scenario, record stage timings and counts")
+    bench = command("bench", "replay a scenario in-process, record stage timings and counts")
     bench.add_argument("scenario", help="scenario file (TOML, or YAML with PyYAML)")
     bench.add_argument("-o", "--output", default="flowtrace-bench.json", help="result file")
-    bench.add_argument("--rounds", type=int, help="override the scenario's timed rounds")
-    bench.add_argument("--processes", type=int, default=3,
-                       help="fresh processes to split the rounds over (default 3)")  # fmt: skip
+    bench.add_argument("--rounds", type=_positive, help="override the scenario's timed rounds")
+    bench.add_argument("--processes", type=_positive, default=3,
+                       help="fresh processes to split the rounds over")  # fmt: skip
     bench.add_argument("--baseline-output", metavar="FILE",
                        help="paired mode: also measure a baseline, alternating rounds")  # fmt: skip
     bench.add_argument("--baseline-dir", metavar="DIR",
-                       help="paired mode: the baseline checkout")  # fmt: skip
+                       help="paired mode: the baseline checkout "
+                       "(needs --baseline-output)")  # fmt: skip
     bench.add_argument("--baseline-env", metavar="NAME=VALUE", action="append",
-                       help="paired mode: baseline environment (repeatable)")  # fmt: skip
+                       help="paired mode: baseline environment, repeatable "
+                       "(needs --baseline-output)")  # fmt: skip
     bench.add_argument("--append", action="store_true",
                        help="add to the samples in --output (alternate sides in CI)")  # fmt: skip
     bench.add_argument("--url", help="run against a server (client-side timings only)")
     bench.set_defaults(func=_bench)
-    cmp = commands.add_parser("compare", help="compare two bench results; exit 1 on regression")
-    cmp.add_argument("baseline")
-    cmp.add_argument("current")
-    cmp.add_argument("--rel", type=float, help="minimum relative change (default 0.10)")
-    cmp.add_argument("--abs-ms", type=float, help="minimum absolute change in ms (default 0.05)")
+    cmp = command("compare", "compare two bench results; exit status 1 on a regression")
+    cmp.add_argument("baseline", help="bench result of the reference (e.g. the main branch)")
+    cmp.add_argument("current", help="bench result to judge (e.g. the pull request)")
+    cmp.add_argument("--rel", type=float,
+                     help="minimum relative change; default: the scenario's, "
+                     "else 0.10")  # fmt: skip
+    cmp.add_argument("--abs-ms", type=float,
+                     help="minimum absolute change in ms; default: the scenario's, "
+                     "else 0.05")  # fmt: skip
     cmp.add_argument("--allow-missing", action="store_true",
                      help="report routes present on one side only instead of failing")  # fmt: skip
     cmp.add_argument("--no-normalise", action="store_true",
@@ -165,14 +210,31 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "bench" and (args.baseline_dir or args.baseline_env) \
+            and not args.baseline_output:  # fmt: skip
+        print(
+            "flowtrace bench: error: --baseline-dir and --baseline-env describe the baseline "
+            "side of a paired run; add --baseline-output FILE for its results",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit
+        return status
     except InputError as exc:
         print(f"flowtrace {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader (head, less) went away: stop quietly, and keep the interpreter's
+        # final flush of stdout from raising again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1  # as the Python documentation recommends (SIGPIPE stays ignored)
 
 
 if __name__ == "__main__":

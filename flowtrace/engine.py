@@ -108,8 +108,8 @@ class Engine:
             mp, owned = providers.meter_provider(meter_provider, cfg)
             if not owned or providers.reads_metrics(mp):  # OTEL_METRICS_EXPORTER=none: none
                 metrics = MetricSink(mp, http_metric, dropped, self._counters())
-        if not spans.enabled and metrics is None and not capture_only:
-            return  # nothing would be exported: a plain pass-through
+        if not spans.enabled and metrics is None and not capture_only and not cfg.server_timing:
+            return  # nothing would be exported or shown: a plain pass-through
         self.django = django_hooks.is_django_handler(app)
         if self.django:
             self.layer_names = django_hooks.instrument_handler(app)

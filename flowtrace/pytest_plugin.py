@@ -1,7 +1,8 @@
 """pytest plugin (``pytest11`` entry point): profile requests, assert budgets, keep a baseline.
 
-    def test_order_page(flowtrace):
+    def test_order_page(flowtrace, db):      # db: pytest-django's database fixture
         profile = flowtrace.get("/orders/1/", repeat=5)
+        assert profile.status == 200
         profile.assert_budget(queries=3, view="20ms")
         flowtrace.check_baseline(profile)
 
@@ -15,6 +16,7 @@ written locally (mode ``once``) and are a failure in CI (mode ``none`` when
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -36,13 +38,27 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|ms|us|µs|ns)\s*$")
 
 
 def _duration_ns(name: str, limit: Any) -> float:
-    """``"20ms"``, ``"1.5s"``, ``"300us"``, or a number of seconds."""
-    if isinstance(limit, (int, float)) and not isinstance(limit, bool):
-        return float(limit) * 1e9
-    match = _DURATION.match(str(limit))
+    """``"20ms"``, ``"1.5s"``, ``"300us"``: a bare number is refused, since ``view=20``
+    reads as milliseconds to some and seconds to others."""
+    match = _DURATION.match(limit) if isinstance(limit, str) else None
     if not match:
-        raise ValueError(f"budget {name}={limit!r}: use a duration like '20ms' or seconds")
+        raise ValueError(f"budget {name}={limit!r}: give a duration with its unit, "
+                         f"like {name}='20ms' (units: s, ms, us, ns)")  # fmt: skip
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _budget_names() -> tuple[str, ...]:
+    from flowtrace import semconv as sc
+
+    return (*_COUNTS, "request", *sc.STAGES)
+
+
+def _check_name(name: str) -> None:
+    valid = _budget_names()
+    if name not in valid:
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown budget {name!r}: {hint}valid: {', '.join(valid)}")
 
 
 class Profile:
@@ -72,7 +88,16 @@ class Profile:
                 f"templates {self.templates}, cache calls {self.cache_calls}")  # fmt: skip
 
     def assert_budget(self, **limits: Any) -> None:
-        """Counts are maxima (``queries=3``); stages and ``request`` are durations."""
+        """Counts are maxima (``queries=3``); stages and ``request`` are durations with
+        their unit (``view="20ms"``). An unknown name or a bare number of time is a
+        ``ValueError``: a misspelt budget must not pass."""
+        for name, limit in limits.items():
+            _check_name(name)
+            if name in _COUNTS:
+                if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                    raise ValueError(f"budget {name}={limit!r}: a count, a whole number >= 0")
+            else:
+                _duration_ns(name, limit)
         failures = []
         for name, limit in limits.items():
             if name in _COUNTS:

@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from flowtrace import safety
+from flowtrace.build.totals import server_timing
 from flowtrace.capture.body import wrap_body
 from flowtrace.capture.request_info import snapshot
 from flowtrace.capture.timeline import Timeline, clock, current
@@ -65,6 +66,7 @@ class FlowTrace:
         self._route_resolver = engine.route_resolver
         self._keep_sql_params = engine.keep_sql_params
         self._excluded = engine.excluded is not None
+        self._server_timing = self.config.server_timing
         assert engine.pipeline is not None
         self._pipe: Pipeline = engine.pipeline
         self._active = True
@@ -89,6 +91,9 @@ class FlowTrace:
             tl.status = status
             return start_response(status, headers, *exc_info)
 
+        if self._server_timing:
+            traced_start_response = self._with_server_timing(tl, start_response)
+
         token = current.set(tl)
         try:
             result = self.application(environ, traced_start_response)
@@ -110,6 +115,18 @@ class FlowTrace:
         except Exception as exc:  # never lose the app's response
             safety.report("wrap_body", exc)
             return result
+
+    @staticmethod
+    def _with_server_timing(tl: Timeline, start_response: StartResponse) -> StartResponse:
+        """start_response adding a ``Server-Timing`` header (opt-in: ``server_timing``)."""
+
+        def timed_start_response(status: str, headers: Any, *exc_info: Any) -> Any:
+            tl.status = status
+            with safety.guard("server_timing"):
+                headers = [*headers, ("Server-Timing", server_timing(tl, clock()))]
+            return start_response(status, headers, *exc_info)
+
+        return timed_start_response
 
     def _finish(self, tl: Timeline) -> None:
         if self._engine is not None:

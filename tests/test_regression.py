@@ -161,6 +161,17 @@ BAD_SCENARIOS = {
     "bad rounds": ('[scenario]\nrounds = "many"\n[[request]]\npath = "/x"\n', "rounds must"),
     "bad setup": ('[scenario]\ndjango_settings = "flowtrace.demo.settings"\n'
                   'setup = "no.such:thing"\n[[request]]\npath = "/x"\n', "cannot import"),
+    "typo in a request": ('[[request]]\npath = "/x"\nreapeat = 5\n',
+                          "unknown key 'reapeat' in [[request]]; did you mean 'repeat'?"),
+    "typo in scenario": ('[scenario]\nround = 20\n[[request]]\npath = "/x"\n',
+                         "unknown key 'round' in [scenario]; did you mean 'rounds'?"),
+    "typo in a table": ('[comapre]\nrel = 0.2\n[[request]]\npath = "/x"\n',
+                        "unknown key 'comapre' at the top; did you mean 'compare'?"),
+    "typo in an override": ('[[compare.override]]\nroute = "*"\nrell = 0.2\n'
+                            '[[request]]\npath = "/x"\n', "did you mean 'rel'?"),
+    "bad status": ('[[request]]\npath = "/x"\nstatus = "ok"\n', "status must be an HTTP status"),
+    "bad test_database": ('[scenario]\ntest_database = "yes"\n[[request]]\npath = "/x"\n',
+                          "test_database must be true or false"),
 }  # fmt: skip
 
 
@@ -173,6 +184,61 @@ def test_bad_scenarios_are_one_line_errors_with_status_2(case: str, tmp_path: Pa
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("flowtrace bench: error: ") and message in done.stderr
     assert "s.toml" in done.stderr or "cannot import" in done.stderr
+
+
+def _demo_scenario(tmp: Path, body: str, head: str = "") -> None:
+    (tmp / "s.toml").write_text('[scenario]\ndjango_settings = "flowtrace.demo.settings"\n'
+                                f"warmup = 1\nrounds = 2\n{head}{body}")  # fmt: skip
+
+
+def test_a_request_answering_an_unexpected_status_fails_the_bench(tmp_path: Path) -> None:
+    env = {"FLOWTRACE_DEMO_DB": str(tmp_path / "demo.sqlite3")}
+    setup = 'setup = "flowtrace.demo.setup_db:prepare"\n'
+    _demo_scenario(tmp_path, '[[request]]\npath = "/hello"\n[[request]]\npath = "/helo"\n', setup)
+    done = _flowtrace("bench", "s.toml", "--processes", "1", cwd=tmp_path, env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "GET /helo answered 404, expected 2xx or 3xx" in done.stderr
+    assert not (tmp_path / "flowtrace-bench.json").exists()
+    # a status that is meant: stated, and then it is measured like any other
+    _demo_scenario(tmp_path, '[[request]]\npath = "/helo"\nstatus = [404, 410]\n', setup)
+    done = _flowtrace("bench", "s.toml", "--processes", "1", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    routes = json.loads((tmp_path / "flowtrace-bench.json").read_text())["routes"]
+    assert [entry["status"] for entry in routes.values()] == [{"404": 2}]
+
+
+_HOOKS = """
+from django.contrib.auth.models import User  # needs the app registry: after django.setup()
+
+
+def seed():
+    from flowtrace.demo.models import Item
+    Item.objects.bulk_create(Item(name=f"bench {i}", price=i) for i in range(1, 6))
+
+
+def broken():
+    raise RuntimeError("fixtures missing")
+"""
+
+
+def test_setup_runs_after_django_setup_against_test_databases(tmp_path: Path) -> None:
+    (tmp_path / "benchhooks.py").write_text(_HOOKS)
+    real_db = tmp_path / "real.sqlite3"
+    env = {"FLOWTRACE_DEMO_DB": str(real_db)}
+    _demo_scenario(tmp_path, '[[request]]\npath = "/items/3/"\n',
+                   'test_database = true\nsetup = "benchhooks:seed"\n')  # fmt: skip
+    done = _flowtrace("bench", "s.toml", "--processes", "1", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    routes = json.loads((tmp_path / "flowtrace-bench.json").read_text())["routes"]
+    assert routes["GET /items/<int:pk>/"]["status"] == {"200": 2}  # item 3 was seeded
+    assert not real_db.exists()  # the settings' database was never touched
+    _demo_scenario(tmp_path, '[[request]]\npath = "/hello"\n',
+                   'test_database = true\nsetup = "benchhooks:broken"\n')  # fmt: skip
+    done = _flowtrace("bench", "s.toml", "--processes", "1", cwd=tmp_path, env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert (
+        "scenario.setup 'benchhooks:broken' failed: RuntimeError: fixtures missing" in done.stderr
+    )
 
 
 def _bad_results(tmp: Path) -> dict[str, tuple[str, str]]:

@@ -53,7 +53,9 @@ def report(recorded: Path) -> tuple[Path, str]:
 
 def test_terminal_summary_per_route_and_stage(report: tuple[Path, str]) -> None:
     _, out = report
-    assert re.search(r"GET /db  n=1[01]  p50 [\d.]+ ms  p95 [\d.]+ ms  queries/req 2\.0", out)
+    assert re.search(r"GET /db  n=1[01]  latency ms: p50 [\d.]+  p95 [\d.]+  p99 [\d.]+  "
+                     r"max [\d.]+  queries/req 2\.0", out)  # fmt: skip
+    assert "percentiles are nearest-rank" in out
     assert re.search(r"GET /t/slow-query  n=1 .*\n(  .*\n)*  db +1[5-9]\d\.\d+ ms", out)
     assert "GET /boom  n=1" in out and "errors 1" in out
     slow = re.findall(r"\n    +[\d.]+ ms  trace ([0-9a-f]{32})", out)
@@ -76,14 +78,66 @@ def _ancestors(bars: list[dict[str, Any]], index: int) -> set[int]:
 
 
 _WATERFALLS = """
-Array.from(document.querySelectorAll('.wf')).map(wf => ({
-  route: wf.querySelector('.route').textContent,
-  bars: Array.from(wf.querySelectorAll('.wf-row')).map(row => {
-    const bar = row.querySelector('.bar');
-    return {stage: bar.dataset.stage, self: parseFloat(bar.dataset.selfMs),
-            width: bar.getBoundingClientRect().width,
-            depth: parseFloat(row.querySelector('.wf-name').style.paddingLeft) || 0};
-  })}))
+(() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  return Array.from(document.querySelectorAll('.wf')).map(wf => ({
+    route: wf.querySelector('.route').textContent,
+    section: wf.closest('section').dataset.route,
+    error: wf.classList.contains('error'),
+    bars: Array.from(wf.querySelectorAll('.wf-row')).map(row => {
+      const bar = row.querySelector('.bar'), track = row.querySelector('.wf-track');
+      const b = bar.getBoundingClientRect(), t = track.getBoundingClientRect();
+      return {stage: bar.dataset.stage, self: parseFloat(bar.dataset.selfMs),
+              width: b.width, left: b.left, right: b.right,
+              trackLeft: t.left, trackRight: t.right, depth: parseInt(row.dataset.depth)};
+    })}));
+})()
+"""
+
+# Every visible text box on the page, clipped to its overflow-hidden box; pairs of
+# boxes from different elements that intersect by more than a pixel are overlaps.
+_OVERLAPS = """
+(() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  const boxes = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode, parent = node.parentElement;
+    if (!node.textContent.trim() || parent.closest('title, style')) continue;
+    let clip = null;
+    for (let el = parent; el; el = el.parentElement) {
+      if (getComputedStyle(el).overflowX === 'hidden') {
+        clip = el.getBoundingClientRect(); break; }
+    }
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    for (const r of range.getClientRects()) {
+      let {left, right, top, bottom} = r;
+      if (clip) { left = Math.max(left, clip.left); right = Math.min(right, clip.right); }
+      if (right - left > 0.5 && bottom - top > 0.5)
+        boxes.push({left, right, top, bottom, text: node.textContent.slice(0, 40), parent});
+    }
+  }
+  const out = [];
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const a = boxes[i], b = boxes[j];
+    if (a.parent === b.parent) continue;
+    const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+    const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    if (w > 1 && h > 1) out.push([a.text, b.text]);
+  }
+  return {count: boxes.length, overlaps: out.slice(0, 10)};
+})()
+"""
+
+_HISTOGRAMS = """
+Array.from(document.querySelectorAll('svg.hist')).map(svg => ({
+  low: svg.dataset.lowMs, high: svg.dataset.highMs,
+  ticks: Array.from(svg.querySelectorAll('text.tick')).map(t =>
+    [t.textContent, Math.round(t.getBoundingClientRect().left)]),
+  p50: parseFloat(svg.querySelector('line.p50').getBoundingClientRect().left),
+  p95: parseFloat(svg.querySelector('line.p95').getBoundingClientRect().left),
+  bars: svg.querySelectorAll('rect').length}))
 """
 
 
@@ -98,11 +152,41 @@ def test_html_report_in_headless_chromium(report: tuple[Path, str]) -> None:
         assert page.log.console_errors == [] and page.log.exceptions == []
         assert page.log.requests == [html.as_uri()]  # the file itself, nothing else
         waterfalls = page.evaluate(_WATERFALLS)
+        layout = page.evaluate(_OVERLAPS)
+        histograms = page.evaluate(_HISTOGRAMS)
         stacks = page.evaluate("document.querySelectorAll('.stack div').length")
+        index = page.evaluate("Array.from(document.querySelectorAll('#routes a')).map(a => "
+                              "document.querySelector(a.getAttribute('href')) "
+                              "!== null)")  # fmt: skip
         title = page.evaluate("document.title")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(str(ARTIFACTS / "report.png"))
     assert title == "flowtrace report" and stacks >= 20
+    # layout, measured from the DOM: no text box overlaps another
+    assert layout["count"] > 200 and layout["overlaps"] == [], layout["overlaps"]
+    # every waterfall row's track spans the same pixels as the root's, so a child's bar
+    # lies within its parent's on one time axis, whatever its depth
+    for wf in waterfalls:
+        bars = wf["bars"]
+        assert wf["route"] == wf["section"]  # slowest requests are chosen per route
+        for bar in bars:
+            assert abs(bar["trackLeft"] - bars[0]["trackLeft"]) < 0.5
+            assert abs(bar["trackRight"] - bars[0]["trackRight"]) < 0.5
+        for i, bar in enumerate(bars):
+            parent = max((j for j in _ancestors(bars, i)), default=None)
+            if parent is not None:
+                assert bar["left"] >= bars[parent]["left"] - 0.5
+                assert bar["right"] <= bars[parent]["right"] + 1.5  # min-width 1px
+    routes = {wf["route"] for wf in waterfalls}
+    assert {"GET /hello", "GET /db", "GET /boom", "GET /t/slow-query"} <= routes
+    assert [wf["error"] for wf in waterfalls if wf["route"] == "GET /boom"] == [True]
+    assert not any(wf["error"] for wf in waterfalls if wf["route"] != "GET /boom")
+    assert index and all(index)  # the route index links to every route's section
+    # histograms share one axis: the same ticks at the same x, p50 left of p95
+    assert len(histograms) == len(index) >= 5
+    assert all(h["ticks"] == histograms[0]["ticks"] for h in histograms)
+    assert len(histograms[0]["ticks"]) >= 3
+    assert all(h["p50"] <= h["p95"] and h["bars"] >= 1 for h in histograms)
     slow = next(w for w in waterfalls if w["route"] == "GET /t/slow-query")
     bars = slow["bars"]
     db = max(range(len(bars)), key=lambda i: bars[i]["self"])
@@ -111,6 +195,14 @@ def test_html_report_in_headless_chromium(report: tuple[Path, str]) -> None:
     assert others and all(bars[db]["width"] > 5 * bars[i]["width"] for i in others)
     assert bars[db]["width"] > 0.6 * bars[0]["width"]  # most of the request's own bar
     assert (ARTIFACTS / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_html_durations_below_a_millisecond_are_in_microseconds(report: tuple[Path, str]) -> None:
+    from flowtrace.report.html import duration
+
+    assert [duration(ns) for ns in (3_200, 523_000, 12_345_678)] == ["3.2 µs", "523 µs", "12.35 ms"]
+    html = report[0].read_text()
+    assert "0.00 ms" not in html and re.search(r'class="wf-dur">\d+\.\d µs<', html)
 
 
 def _grow(source: Path, target: Path, size: int) -> int:
@@ -164,6 +256,11 @@ def test_two_bench_results_render_the_comparison_with_verdicts(tmp_path: Path) -
     done = _flowtrace("report", "base.json", "current.json", "--html", "cmp.html", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     page = (tmp_path / "cmp.html").read_text()
+    # the terminal shows the verdicts too, not just two summaries
+    assert "== comparison (first file: baseline, second: current)" in done.stdout
+    assert re.search(r"GET /x +view .*▲ regressed", done.stdout), done.stdout
+    assert re.search(r"GET /x +queries +2 +3 +\+1", done.stdout), done.stdout
+    assert "flowtrace: 1 regression" in done.stdout or "regression(s)" in done.stdout
     assert "Comparison: base.json → current.json" in page
     assert re.search(r'<td class="route">GET /x</td><td>view</td>.*?class="regressed"', page)
     assert re.search(r"<td>queries</td><td>2</td><td>3</td><td>\+1</td>", page)
@@ -197,6 +294,52 @@ def test_bad_report_inputs_are_one_line_errors(tmp_path: Path) -> None:
 def test_html_names_the_heaviest_queries_and_templates(report: tuple[Path, str]) -> None:
     html = report[0].read_text()
     assert "Which query, which template" in html
-    assert re.search(r'<h3 class="route">GET /db</h3>.*?<td class="sql"[^>]*>SELECT .*?demo_item',
+    assert re.search(r'<h2 class="route">GET /db</h2>.*?<td class="sql"[^>]*>SELECT .*?demo_item',
                      html, re.S)  # fmt: skip
     assert re.search(r"<td>template</td>.*?demo/items\.html", html, re.S)
+
+
+def test_percentiles_are_nearest_rank_and_reach_the_tail_on_small_samples() -> None:
+    from flowtrace.regression.stats import nearest_rank
+    from flowtrace.report.spans import LogHistogram
+
+    values = [float(ms * 1_000_000) for ms in range(1, 21)]  # 1..20 ms
+    hist = LogHistogram()
+    for value in values:
+        hist.add(value)
+    assert hist.percentile(0.99) == values[-1] == hist.high  # p99 of 20 is the slowest
+    assert abs(hist.percentile(0.95) - values[18]) <= 0.01 * values[18]
+    assert abs(hist.percentile(0.5) - values[9]) <= 0.01 * values[9]
+    assert hist.percentile(0.0) == values[0] and hist.percentile(1.0) == values[-1]
+    assert [nearest_rank(values, q) for q in (0.5, 0.95, 0.99, 1.0)] == [
+        values[9],
+        values[18],
+        values[19],
+        values[19],
+    ]
+    assert LogHistogram().percentile(0.5) == 0.0
+
+
+def test_output_file_takes_the_spans_and_otlp_still_gets_the_metrics(tmp_path: Path) -> None:
+    """FLOWTRACE_OUTPUT_FILE replaces the span exporter only: with an OTLP endpoint set,
+    metrics still go there (they follow OTEL_METRICS_EXPORTER)."""
+    from tests.otlp_receiver import running_receiver
+    from tests.servers import otel_env
+
+    spans = tmp_path / "spans.otlp.jsonl"
+    with running_receiver() as receiver:
+        env = otel_env(receiver.endpoint, FLOWTRACE_OUTPUT_FILE=str(spans))
+        with gunicorn("tests.testproject.wsgi:traced", env) as server:
+            for _ in range(3):
+                assert server.request("/hello")[0] == 200
+
+        # gunicorn's SIGTERM flushed both: no waiting needed beyond the receiver's lock
+        def metric_names() -> set[str]:
+            return {m.name for r in receiver.metric_requests for rm in r.resource_metrics
+                    for sm in rm.scope_metrics for m in sm.metrics}  # fmt: skip
+
+        names = receiver.wait_for(metric_names)
+        assert receiver.spans == []  # no span went over OTLP
+    assert {"flowtrace.request.ttfb", "http.server.request.duration"} <= names
+    roots = [line for line in spans.read_text().splitlines() if '"GET /hello"' in line]
+    assert roots  # the spans are in the file

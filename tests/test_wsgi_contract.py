@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Sampler
 
 from flowtrace import FlowTrace, safety
+from tests.metrics import points
 from tests.wsgi_client import Body, call, environ_for
 
 ROUTES = ["/hello", "/db", "/stream", "/items/2/", "/deferred", "/cached", "/download",
@@ -183,9 +184,17 @@ def test_file_wrapper_response_is_returned_as_is(make_inprocess: Any) -> None:
         assert type(result) is wrapper  # gunicorn's sendfile needs its own class
         assert len(b"".join(result)) == 64 * 1024
         result.close()
-    streaming = [s for s in inproc.spans() if s.attributes.get("flowtrace.stage") == "streaming"]
+    spans = inproc.spans()
+    streaming = [s for s in spans if s.attributes.get("flowtrace.stage") == "streaming"]
     assert len(streaming) == 2
     assert all(s.attributes["flowtrace.streaming.file_wrapper"] for s in streaming)
+    # time to first byte: the moment the file was handed to the server, on span and metric
+    for span in streaming:
+        root = next(s for s in spans if s.context.span_id == span.parent.span_id)
+        ttfb = root.attributes["flowtrace.streaming.ttfb"]
+        assert abs(ttfb - (span.start_time - root.start_time) / 1e9) < 1e-6
+    (point,) = [p for _, p in points(inproc.reader.get_metrics_data(), "flowtrace.request.ttfb")]
+    assert point.count == 2
 
 
 def test_file_wrapper_close_reaches_the_file_once() -> None:

@@ -25,21 +25,24 @@ _KINDS = {
 }
 
 
-def stage_totals(tl: Timeline, queue: int | None) -> tuple[dict[str, int], Any, int]:
+def stage_totals(tl: Timeline, queue: int | None, until: int = 0
+                 ) -> tuple[dict[str, int], Any, int]:  # fmt: skip
     """(exclusive ns per stage, Django's resolved (route, view) or None, query count).
 
     A middleware layer is one interval here: its request and response halves
     are the layer minus the inner layer, which is what the tree's two nodes
-    add up to.
+    add up to. ``until``: the totals so far, of a request still running (the
+    ``Server-Timing`` header, when the response starts).
     """
     root_start = tl.t_call - (queue or 0)
-    root_end = max(tl.t_close_end or tl.t_return, tl.t_return)
+    t_return = until or tl.t_return
+    root_end = until or max(tl.t_close_end or tl.t_return, tl.t_return)
     django = bool(tl.layer_names)
     items: list[tuple[int, int, int, str]] = []  # (start, -end, priority, stage)
     if queue:
         items.append((root_start, -tl.t_call, 0, sc.QUEUE))
-    items.append((tl.t_call, -tl.t_return, 0, sc.SETUP if django else sc.VIEW))
-    if tl.t_close_start:
+    items.append((tl.t_call, -t_return, 0, sc.SETUP if django else sc.VIEW))
+    if tl.t_close_start and not until:
         items.append((tl.t_return, -tl.t_close_start, 0, sc.STREAMING))
         items.append((tl.t_close_start, -tl.t_close_end, 0, sc.CLOSE))
     resolved = None
@@ -77,3 +80,18 @@ def stage_totals(tl: Timeline, queue: int | None) -> tuple[dict[str, int], Any, 
         stack.append((start, end, stage))
         top_start, top_end, top_stage = start, end, stage
     return totals, resolved, queries
+
+
+def server_timing(tl: Timeline, now: int) -> str:
+    """The ``Server-Timing`` header value when the response starts: exclusive ms per
+    stage so far (setup, middleware, URL resolution, view, db, template, cache) and
+    ``app``, the whole application call until then."""
+    totals, _, queries = stage_totals(tl, None, now)
+    parts = []
+    for stage in sc.STAGES:
+        ns = totals.get(stage, 0)
+        if ns > 0:
+            desc = f';desc="{queries} queries"' if stage == sc.DB else ""
+            parts.append(f"{stage};dur={ns / 1e6:.3f}{desc}")
+    parts.append(f"app;dur={(now - tl.t_call) / 1e6:.3f}")
+    return ", ".join(parts)

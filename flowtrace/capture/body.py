@@ -197,6 +197,9 @@ def wrap_body(result: Any, environ: dict[str, Any], tl: Timeline, finish: Finish
     file_wrapper = environ.get("wsgi.file_wrapper")
     if isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
         tl.file_wrapper = True
+        # the server sends the bytes itself (sendfile): the first byte's time is the
+        # moment the file is handed over, the earliest the server can send it
+        tl.t_first_chunk = tl.t_return
         if not _hook_file_wrapper_close(result, tl, finish):
             # Cannot see its close (e.g. __slots__): the request ends here.
             tl.t_close_start = tl.t_close_end = tl.t_return

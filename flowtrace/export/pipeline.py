@@ -56,8 +56,9 @@ class SelfCost:
         self.requests += requests
         self.events += events
 
-    def per_request_us(self) -> float:
-        return self.cpu_ns / self.requests / 1e3 if self.requests else 0.0
+    def per_request_us(self) -> float | None:
+        """Mean µs per request so far; None before the first drain was measured."""
+        return self.cpu_ns / self.requests / 1e3 if self.requests else None
 
 
 def _gevent_patched() -> bool:

@@ -162,8 +162,9 @@ class Recorder:
 
     def _cost(self, attrs: dict[str, Any]) -> None:
         """flowtrace's own export cost so far, on the root span (``flowtrace report``)."""
-        if self.self_cost is not None:
-            attrs[sc.ATTR_EXPORT_COST] = round(self.self_cost(), 1)
+        cost = self.self_cost() if self.self_cost is not None else None
+        if cost is not None:  # nothing measured yet in this process: say nothing
+            attrs[sc.ATTR_EXPORT_COST] = round(cost, 1)
 
     def _record(self, tl: Timeline, facts: Facts, totals: dict[str, int],
                 per_middleware: dict[str, int] | None) -> None:  # fmt: skip

@@ -12,7 +12,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from flowtrace.regression import calibration
+from flowtrace.regression import InputError, calibration
 from flowtrace.regression.replay import ProfiledApp, Sample, load_application, run_request
 from flowtrace.regression.results import CPU, REQUEST, new_result
 from flowtrace.regression.scenario import RequestSpec, Scenario
@@ -26,6 +26,15 @@ def schedule(requests: tuple[RequestSpec, ...]) -> list[RequestSpec]:
     for k in range(max(spec.repeat for spec in requests)):
         out.extend(spec for spec in requests if k < spec.repeat)
     return out
+
+
+def check_status(spec: RequestSpec, sample: Sample) -> None:
+    """A request that does not answer as expected (a misspelt path benchmarking 404s)
+    stops the bench, naming the request."""
+    if not spec.expects(sample.status):
+        raise InputError(f"{spec.method} {spec.path} answered {sample.status}, expected "
+                         f"{spec.expected()} (set status = {sample.status} in its [[request]] "
+                         "if that is what it should answer)")  # fmt: skip
 
 
 def store(result: dict[str, Any], samples: list[Sample]) -> None:
@@ -59,7 +68,12 @@ class Runner:
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
-        self.app = ProfiledApp(load_application(scenario))
+        application, self.close = load_application(scenario)
+        try:
+            self.app = ProfiledApp(application)
+        except BaseException:
+            self.close()
+            raise
         self._calibrate = calibration.workload()
         self._round = schedule(scenario.requests)
         self._every = max(1, len(self._round) // _CALIBRATIONS_PER_ROUND)
@@ -75,6 +89,7 @@ class Runner:
         app, samples = self.app, self.samples
         for i, spec in enumerate(self._round):
             sample = run_request(app, spec)
+            check_status(spec, sample)
             if timed:
                 samples.append(sample)
                 if i % self._every == 0:

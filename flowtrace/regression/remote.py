@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from flowtrace.regression import InputError
-from flowtrace.regression.bench import schedule, store
+from flowtrace.regression.bench import check_status, schedule, store
 from flowtrace.regression.replay import Sample
 from flowtrace.regression.results import new_result
 from flowtrace.regression.scenario import RequestSpec, Scenario
@@ -42,6 +42,7 @@ def run_against(url: str, scenario: Scenario, progress_out: TextIO | None) -> di
         for number in range(scenario.warmup + scenario.rounds):
             for spec in round_:
                 sample = _fetch(conn, parts.path.rstrip("/"), spec)
+                check_status(spec, sample)
                 if number >= scenario.warmup:
                     samples.append(sample)
                 progress.step()

@@ -146,21 +146,80 @@ def _cwd_importable() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-def load_application(scenario: Scenario) -> WSGIApp:
-    """The project's WSGI app (without any FlowTrace wrapper), after the setup hook."""
+def _django_setup(scenario: Scenario) -> None:
+    import django
+
+    try:
+        django.setup()
+    except Exception as exc:
+        settings = os.environ.get("DJANGO_SETTINGS_MODULE")
+        raise InputError(f"{scenario.path}: django.setup() failed for settings {settings!r}: "
+                         f"{type(exc).__name__}: {exc}") from None  # fmt: skip
+
+
+def _test_databases(scenario: Scenario) -> Callable[[], None]:
+    """Fresh test databases, as Django's test runner makes them (created, migrated),
+    named per process so that paired workers never share one; returns the teardown."""
+    from django.db import connections
+    from django.test.utils import setup_databases, teardown_databases
+
+    for alias in connections:
+        settings = connections[alias].settings_dict
+        test = settings.setdefault("TEST", {})
+        in_memory = "sqlite3" in settings["ENGINE"] and not test.get("NAME")
+        if not in_memory:
+            base = test.get("NAME") or f"test_{settings['NAME']}"
+            test["NAME"] = f"{base}_flowtrace{os.getpid()}"
+    try:
+        old = setup_databases(verbosity=0, interactive=False)
+    except Exception as exc:
+        raise InputError(f"{scenario.path}: scenario.test_database: could not create the test "
+                         f"databases: {type(exc).__name__}: {exc}") from None  # fmt: skip
+
+    def teardown() -> None:
+        teardown_databases(old, verbosity=0)
+
+    return teardown
+
+
+def load_application(scenario: Scenario) -> tuple[WSGIApp, Callable[[], None]]:
+    """The project's WSGI app (without any FlowTrace wrapper) and the teardown of what
+    was set up for it. Order: settings, ``django.setup()``, test databases (with
+    ``test_database``), the ``setup`` hook, then the application."""
     _cwd_importable()
     if scenario.django_settings:
         os.environ["DJANGO_SETTINGS_MODULE"] = scenario.django_settings
     if not os.environ.get("DJANGO_SETTINGS_MODULE") and not scenario.application:
         raise InputError(f"{scenario.path}: set scenario.django_settings or DJANGO_SETTINGS_MODULE")
-    if scenario.setup:
-        import_object(scenario.setup, f"{scenario.path}: scenario.setup")()
-    if scenario.application:
-        app = import_object(scenario.application, f"{scenario.path}: scenario.application")
-    else:
-        from django.core.wsgi import get_wsgi_application
+    teardown: Callable[[], None] = _nothing
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        _django_setup(scenario)
+        if scenario.test_database:
+            teardown = _test_databases(scenario)
+    elif scenario.test_database:
+        raise InputError(f"{scenario.path}: scenario.test_database needs Django settings "
+                         "(scenario.django_settings or DJANGO_SETTINGS_MODULE)")  # fmt: skip
+    try:
+        if scenario.setup:
+            hook = import_object(scenario.setup, f"{scenario.path}: scenario.setup")
+            try:
+                hook()
+            except Exception as exc:
+                raise InputError(f"{scenario.path}: scenario.setup {scenario.setup!r} failed: "
+                                 f"{type(exc).__name__}: {exc}") from None  # fmt: skip
+        if scenario.application:
+            app = import_object(scenario.application, f"{scenario.path}: scenario.application")
+        else:
+            from django.core.wsgi import get_wsgi_application
 
-        app = get_wsgi_application()
+            app = get_wsgi_application()
+    except BaseException:
+        teardown()
+        raise
     while isinstance(app, FlowTrace):
         app = app.application
-    return app  # type: ignore[no-any-return]
+    return app, teardown
+
+
+def _nothing() -> None:
+    return None

@@ -88,6 +88,10 @@ def load(path: str) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    if '"resourceSpans"' in text[:4096]:
+        raise InputError(f"{path}: this is a span file (OTLP-JSON, from output_file); compare "
+                         "takes bench results (from 'flowtrace bench'); 'flowtrace report' "
+                         "reads span files")  # fmt: skip
     try:
         data = json.loads(text)
     except ValueError as exc:

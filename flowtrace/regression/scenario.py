@@ -4,7 +4,8 @@ TOML (always) or YAML (when PyYAML is installed), for example::
 
     [scenario]
     django_settings = "mysite.settings"   # default: $DJANGO_SETTINGS_MODULE
-    setup = "mysite.bench:load_fixtures"  # optional callable, run once
+    test_database = true                  # bench against fresh test databases
+    setup = "mysite.bench:load_fixtures"  # optional callable, run once per process
     warmup = 3                            # untimed rounds
     rounds = 20                           # timed rounds, interleaved
 
@@ -20,10 +21,15 @@ TOML (always) or YAML (when PyYAML is installed), for example::
     [[request]]
     path = "/orders/1/"
     repeat = 5     # per round
+    status = 200   # expected status (or a list); default: any 2xx or 3xx
+
+An unknown key anywhere is an error that names the closest valid one, so a
+typo (``reapeat``) cannot silently fall back to a default.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import sys
 from collections.abc import Mapping
@@ -39,6 +45,25 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+_KEYS = {
+    "": ("scenario", "compare", "request"),
+    "scenario": ("django_settings", "application", "setup", "test_database", "warmup", "rounds"),
+    "compare": ("rel", "abs_ms", "override"),
+    "compare.override": ("route", "stage", "rel", "abs_ms"),
+    "request": ("method", "path", "headers", "body", "repeat", "status"),
+}
+
+
+def _known_keys(where: str, table: Mapping[str, Any], kind: str) -> None:
+    """An unknown key is an error naming the closest valid key."""
+    valid = _KEYS[kind]
+    for key in table:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(valid)}"
+            name = f"[{kind}]" if kind and kind != "request" else "[[request]]"
+            place = f"{where}: unknown key {key!r}" + (f" in {name}" if kind else " at the top")
+            raise InputError(place + hint)
 
 
 @dataclass(frozen=True)
@@ -48,6 +73,13 @@ class RequestSpec:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     repeat: int = 1
+    status: tuple[int, ...] = ()  # expected; empty: any 2xx or 3xx
+
+    def expects(self, status: int) -> bool:
+        return status in self.status if self.status else 200 <= status < 400
+
+    def expected(self) -> str:
+        return " or ".join(map(str, self.status)) if self.status else "2xx or 3xx"
 
 
 @dataclass(frozen=True)
@@ -79,6 +111,7 @@ class Scenario:
     django_settings: str | None = None
     application: str | None = None
     setup: str | None = None
+    test_database: bool = False
     warmup: int = 3
     rounds: int = 20
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -117,9 +150,18 @@ def _number(where: str, value: Any) -> float:
     return float(value)
 
 
+def _statuses(where: str, raw: Any) -> tuple[int, ...]:
+    values = raw if isinstance(raw, list) else [raw]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599
+                             for v in values):  # fmt: skip
+        raise InputError(f"{where} must be an HTTP status (100-599) or a list of them, not {raw!r}")
+    return tuple(values)
+
+
 def _request(where: str, raw: Any) -> RequestSpec:
     if not isinstance(raw, Mapping):
         raise InputError(f"{where} must be a table")
+    _known_keys(where, raw, "request")
     path = raw.get("path")
     if not isinstance(path, str) or not path.startswith("/"):
         raise InputError(f"{where}.path must be a string starting with '/', not {path!r}")
@@ -135,7 +177,8 @@ def _request(where: str, raw: Any) -> RequestSpec:
     if not isinstance(body, str):
         raise InputError(f"{where}.body must be a string")
     repeat = _int(f"{where}.repeat", raw.get("repeat", 1), 1)
-    return RequestSpec(method, path, tuple(headers.items()), body.encode(), repeat)
+    status = _statuses(f"{where}.status", raw["status"]) if "status" in raw else ()
+    return RequestSpec(method, path, tuple(headers.items()), body.encode(), repeat, status)
 
 
 def _thresholds(path: Path, raw: Any) -> Thresholds:
@@ -143,10 +186,12 @@ def _thresholds(path: Path, raw: Any) -> Thresholds:
         return Thresholds()
     if not isinstance(raw, Mapping):
         raise InputError(f"{path}: [compare] must be a table")
+    _known_keys(str(path), raw, "compare")
     overrides = raw.get("override", [])
     if not isinstance(overrides, list) or not all(isinstance(o, Mapping) for o in overrides):
         raise InputError(f"{path}: compare.override must be a list of tables")
     for i, rule in enumerate(overrides):
+        _known_keys(f"{path}: compare.override[{i}]", rule, "compare.override")
         for key in ("rel", "abs_ms"):
             if key in rule:
                 _number(f"{path}: compare.override[{i}].{key}", rule[key])
@@ -164,9 +209,11 @@ def load(path_str: str) -> Scenario:
         data = _read(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    _known_keys(str(path), data, "")
     head = data.get("scenario", {})
     if not isinstance(head, Mapping):
         raise InputError(f"{path}: [scenario] must be a table")
+    _known_keys(str(path), head, "scenario")
     raw_requests = data.get("request")
     if not isinstance(raw_requests, list) or not raw_requests:
         raise InputError(f"{path}: needs at least one [[request]]")
@@ -177,12 +224,16 @@ def load(path_str: str) -> Scenario:
         if value is not None and not isinstance(value, str):
             raise InputError(f"{path}: scenario.{key} must be a string")
         strings[key] = value
+    test_database = head.get("test_database", False)
+    if not isinstance(test_database, bool):
+        raise InputError(f"{path}: scenario.test_database must be true or false")
     return Scenario(
         path=str(path),
         requests=requests,
         warmup=_int(f"{path}: scenario.warmup", head.get("warmup", 3), 0),
         rounds=_int(f"{path}: scenario.rounds", head.get("rounds", 20), 2),
         thresholds=_thresholds(path, data.get("compare")),
+        test_database=test_database,
         **strings,
     )
 

@@ -8,7 +8,7 @@ or scheduler hiccups in either run barely move them, unlike a mean.
 
 from __future__ import annotations
 
-from math import sqrt
+from math import ceil, sqrt
 from statistics import NormalDist, median
 
 #: Per side, larger samples are thinned to this many evenly spaced quantiles,
@@ -38,3 +38,15 @@ def hodges_lehmann(
     k = int(total / 2 - z * sqrt(n * m * (n + m + 1) / 12))
     k = min(max(k, 0), (total - 1) // 2)
     return median(diffs), diffs[k], diffs[total - 1 - k]
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    """The nearest-rank percentile: the ⌈q·n⌉-th smallest value (``q`` in [0, 1]).
+
+    On small samples the high percentiles reach the tail (p99 of 20 values is
+    the largest), and the result is always a value that was measured.
+    """
+    if not values:
+        raise ValueError("empty sample")
+    ordered = sorted(values)
+    return ordered[max(1, ceil(q * len(ordered) - 1e-9)) - 1]

@@ -137,10 +137,21 @@ def _serve(path: str) -> int:
         print(f"error {exc}", flush=True)
         return 2
     print("ok", flush=True)
+    try:
+        return _obey(runner)
+    finally:
+        runner.close()
+
+
+def _obey(runner: Runner) -> int:
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
         if command in ("warmup", "timed"):
-            runner.round(timed=command == "timed")
+            try:
+                runner.round(timed=command == "timed")
+            except InputError as exc:
+                print(f"error {exc}", flush=True)
+                return 2
         elif command == "save":
             with open(argument, "w", encoding="utf-8") as handle:
                 json.dump(runner.result(), handle)

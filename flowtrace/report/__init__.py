@@ -15,6 +15,8 @@ from typing import Any
 
 from flowtrace.regression import InputError
 from flowtrace.regression import results as bench_results
+from flowtrace.regression.compare import Comparison, compare
+from flowtrace.regression.scenario import Thresholds
 from flowtrace.report.progress import Progress
 from flowtrace.report.spans import SpanReport
 
@@ -24,6 +26,15 @@ class Inputs:
     spans: SpanReport = field(default_factory=SpanReport)
     span_files: list[str] = field(default_factory=list)
     benches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def comparison(self) -> Comparison:
+        """The first two bench results compared (baseline, current), with the current
+        file's thresholds; a route on one side only is reported, not an error."""
+        (base_path, base), (current_path, current) = self.benches[:2]
+        stored = current.get("thresholds") or {}
+        thresholds = Thresholds(float(stored.get("rel", 0.1)), float(stored.get("abs_ms", 0.05)),
+                                tuple(stored.get("overrides", ())))  # fmt: skip
+        return compare(base, current, (base_path, current_path), thresholds, True)
 
 
 def _is_span_file(path: str) -> bool:
@@ -51,5 +62,11 @@ def load(paths: Sequence[str], progress: bool, include_cold: bool = False) -> In
                 raise InputError(f"{path}: {exc}") from None
             inputs.span_files.append(path)
         else:
-            inputs.benches.append((path, bench_results.load(path)))
+            try:
+                inputs.benches.append((path, bench_results.load(path)))
+            except InputError as exc:
+                raise InputError(
+                    f"{exc} (report reads OTLP-JSON span files, written by "
+                    "output_file / FLOWTRACE_OUTPUT_FILE, and bench results)"
+                ) from None
     return inputs

@@ -32,6 +32,8 @@ _MAX_CALLS = 200  # distinct statements / templates kept per route (the rest: "(
 _IN_LIST = re.compile(r"\(\s*%s(?:\s*,\s*%s)+\s*\)")
 _VALUES = re.compile(r"(VALUES\s*\([^()]*\))(?:\s*,\s*\([^()]*\))+", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
+PERCENTILES = ("latency percentiles are nearest-rank (p95 of n requests is the ⌈0.95·n⌉-th "
+               "fastest; p99 of 20 requests is the slowest)")  # fmt: skip
 
 
 def normalise_sql(sql: str) -> str:
@@ -43,28 +45,43 @@ def normalise_sql(sql: str) -> str:
 
 
 class LogHistogram:
-    """Counts in 1 %-wide buckets from 1 µs: bounded memory, percentiles to ~1 %."""
+    """Counts in 1 %-wide buckets from 1 µs: bounded memory, percentiles to ~1 %.
+
+    Percentiles are *nearest-rank*: the q-th percentile of n requests is the
+    ⌈q·n⌉-th smallest, so on small samples the high ones reach the tail (with
+    n = 20, p99 is the slowest request) and no percentile is ever a value no
+    request had. The exact fastest and slowest are kept beside the buckets.
+    """
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = defaultdict(int)
         self.total = 0
+        self.low = math.inf
+        self.high = 0.0
 
     def add(self, ns: float) -> None:
         self.counts[int(math.log(max(ns, _FLOOR_NS) / _FLOOR_NS) / _GROWTH)] += 1
         self.total += 1
+        self.low = min(self.low, ns)
+        self.high = max(self.high, ns)
 
     @staticmethod
     def value(bucket: int) -> float:
         return _FLOOR_NS * math.exp((bucket + 0.5) * _GROWTH)
 
     def percentile(self, q: float) -> float:
-        rank = q * (self.total - 1)
+        """Nearest-rank percentile, ``q`` in [0, 1]; 0.0 when empty."""
+        if not self.total:
+            return 0.0
+        rank = max(1, math.ceil(q * self.total - 1e-9))
+        if rank == 1 or rank >= self.total:
+            return self.low if rank == 1 and self.total > 1 else self.high
         seen = 0
         for bucket in sorted(self.counts):
             seen += self.counts[bucket]
-            if seen > rank:
-                return self.value(bucket)
-        return 0.0
+            if seen >= rank:  # within the bucket, but never outside what was seen
+                return min(max(self.value(bucket), self.low), self.high)
+        return self.high
 
 
 @dataclass

@@ -6,7 +6,9 @@ from statistics import median
 from typing import Any, TextIO
 
 from flowtrace import semconv as sc
+from flowtrace.regression.stats import nearest_rank
 from flowtrace.report import Inputs
+from flowtrace.report.spans import PERCENTILES, LogHistogram
 
 _BAR = 24
 
@@ -39,8 +41,7 @@ def render_spans(inputs: Inputs, out: TextIO) -> None:
     for name, stats in routes:
         n = stats.count
         errors = f"  errors {stats.errors}" if stats.errors else ""
-        out.write(f"\n{name}  n={n}  p50 {stats.latency.percentile(0.5) / 1e6:.2f} ms  "
-                  f"p95 {stats.latency.percentile(0.95) / 1e6:.2f} ms  "
+        out.write(f"\n{name}  n={n}  {_latency(stats.latency)}  "
                   f"queries/req {stats.queries / n:.1f}{errors}\n")  # fmt: skip
         out.write("  mean exclusive time per request, by stage:\n")
         _stage_lines(dict(stats.stage_ns), n, out)
@@ -58,9 +59,15 @@ def render_spans(inputs: Inputs, out: TextIO) -> None:
             cold = "  (cold start)" if request.cold else ""
             out.write(f"    {request.duration_ns / 1e6:8.2f} ms  trace {request.trace_id}{cold}\n")
     _duplicates_summary(routes, out)
+    out.write(f"\n{PERCENTILES}\n")
     if report.export_cost_us is not None:
         out.write(f"\nflowtrace's own cost: {report.export_cost_us:.1f} µs of export-thread CPU "
                   "per request (the process's mean, as its last trace said)\n")  # fmt: skip
+
+
+def _latency(hist: LogHistogram) -> str:
+    cells = (f"p{round(q * 100)} {hist.percentile(q) / 1e6:.2f}" for q in (0.5, 0.95, 0.99))
+    return f"latency ms: {'  '.join(cells)}  max {hist.high / 1e6:.2f}"
 
 
 def _duplicates_summary(routes: list[tuple[str, Any]], out: TextIO) -> None:
@@ -79,8 +86,12 @@ def render_bench(path: str, result: dict[str, Any], out: TextIO) -> None:
     out.write(f"\n== bench {path} ({result.get('created', '?')})\n")
     for route, entry in sorted(result["routes"].items()):
         timings = entry["timings_ns"]
-        n = len(timings["request"])
-        out.write(f"\n{route}  n={n}  median {median(timings['request']) / 1e6:.3f} ms\n")
+        request = timings["request"]
+        n = len(request)
+        cells = "  ".join(f"p{round(q * 100)} {nearest_rank(request, q) / 1e6:.3f}"
+                          for q in (0.5, 0.95, 0.99))  # fmt: skip
+        out.write(f"\n{route}  n={n}  latency ms: {cells}  max {max(request) / 1e6:.3f}\n")
+        out.write("  median time per request, by stage:\n")
         stages = {k: median(v) * n for k, v in timings.items() if k not in ("request", "cpu")}
         _stage_lines(stages, n, out)
 
@@ -91,3 +102,8 @@ def render(inputs: Inputs, out: TextIO) -> None:
         render_spans(inputs, out)
     for path, result in inputs.benches:
         render_bench(path, result, out)
+    if len(inputs.benches) >= 2:  # the first two: baseline and current, as the HTML shows
+        from flowtrace.regression import report
+
+        out.write("\n== comparison (first file: baseline, second: current)\n")
+        report.terminal(inputs.comparison(), out)
