@@ -30,3 +30,21 @@ def test_the_wheel_builds_without_warnings_and_declares_its_license(tmp_path: Pa
     assert "License-Expression: MIT" in text and "License-File: LICENSE" in text
     assert any(n.endswith("licenses/LICENSE") for n in names)
     assert "flowtrace/demo/bench.toml" in names and "flowtrace/py.typed" in names
+
+
+def test_make_demo_installs_only_what_the_demo_needs() -> None:
+    import re
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    demo = {re.split(r"[<>=\[ ;]", spec)[0] for spec in extras["demo"]}
+    assert demo == {"django", "gunicorn"}
+    makefile = (ROOT / "Makefile").read_text()
+    (line,) = [x for x in makefile.splitlines() if "scripts/venv.sh $(VENV)" in x]
+    assert line.rstrip().endswith('"demo"'), line  # the demo's venv: extras "demo" only
