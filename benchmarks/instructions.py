@@ -75,6 +75,13 @@ def subject(mode: str, route: str, count: int) -> None:
             pass
         body.close()
 
+    statuses: list[str] = []
+    body = app(dict(environ), lambda status, *a: statuses.append(status))
+    b"".join(body)
+    body.close()
+    if not statuses[0].startswith("200"):  # a broken page would measure an error page
+        raise SystemExit(f"{route} answered {statuses[0]}")
+
     for _ in range(300):
         one()
     if mode in ("plain", "off"):
@@ -128,6 +135,10 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is needed (apt-get install valgrind)")
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        os.environ["FLOWTRACE_DEMO_DB"] = str(Path(tmp) / "demo.sqlite3")
+        from flowtrace.demo.setup_db import prepare
+
+        prepare()  # the subjects (valgrind children) inherit the seeded database
         futures = [
             pool.submit(_count, mode, extra, args.route, args.count, Path(tmp) / f"cg.{i}")
             for i, (_, mode, extra) in enumerate(PARTS)
