@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import time
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from random import getrandbits
@@ -110,9 +111,10 @@ class Engine:
                 metrics = MetricSink(mp, http_metric, dropped, self._counters())
         if not spans.enabled and metrics is None and not capture_only and not cfg.server_timing:
             return  # nothing would be exported or shown: a plain pass-through
-        self.django = django_hooks.is_django_handler(app)
-        if self.django:
-            self.layer_names = django_hooks.instrument_handler(app)
+        handler = django_hooks.django_handler_in(app)
+        self.django = handler is not None
+        if handler is not None:
+            self.layer_names = django_hooks.instrument_handler(handler)
             django_calls.install()
         self.spans = spans
         self.metrics = metrics
@@ -283,6 +285,22 @@ class Engine:
             with safety.guard("flush"):
                 if sink is not None and hasattr(sink.provider, "force_flush"):
                     sink.provider.force_flush()
+
+    def flush_before_stop(self) -> None:
+        """The server is stopping and nothing is in flight: export everything now,
+        within ``shutdown_timeout``, without closing anything (if the process goes on
+        after all, flowtrace goes on too). For servers that end their processes in
+        a way no exit handler sees (``flowtrace.asgi``)."""
+        pipeline = self.pipeline
+        if pipeline is None or not pipeline.submitted:
+            return
+        deadline = time.monotonic() + self.cfg.shutdown_timeout
+        with safety.guard("flush_before_stop"):
+            pipeline.drain(deadline)
+            for sink in (self.spans, self.metrics):
+                remaining = int(max(deadline - time.monotonic(), 0.05) * 1000)
+                if sink is not None and hasattr(sink.provider, "force_flush"):
+                    sink.provider.force_flush(remaining)
 
     def _at_exit(self, remaining: float) -> None:
         """After the final flush: say what was lost, then shut down the providers

@@ -87,6 +87,16 @@ ATTR_DUPLICATE_COUNT: Final = "flowtrace.db.duplicate.count"
 ATTR_DUPLICATE_DURATION: Final = "flowtrace.db.duplicate.duration"  # seconds, all executions
 ATTR_COLD_START: Final = "flowtrace.cold_start"  # one of a process's first requests
 ATTR_EXPORT_COST: Final = "flowtrace.export.cpu_per_request"  # µs, this process's mean so far
+# ASGI: the sync<->async bridge and the event loop (flowtrace.capture.bridge, .loop)
+ATTR_BRIDGE_CROSSINGS: Final = "flowtrace.bridge.crossings"  # per request
+ATTR_BRIDGE_WAIT: Final = "flowtrace.bridge.wait"  # s: waiting to start + to resume
+ATTR_BRIDGE_WAIT_START: Final = "flowtrace.bridge.wait_start"  # s: callee waiting to start
+ATTR_BRIDGE_WAIT_RESUME: Final = "flowtrace.bridge.wait_resume"  # s: caller waiting to resume
+ATTR_BRIDGE_CAUSE: Final = "flowtrace.bridge.cause"  # middleware path, view, orm, ...
+ATTR_BRIDGE_WORST: Final = "flowtrace.bridge.worst_cause"  # the cause that waited longest
+ATTR_BRIDGE_WORST_WAIT: Final = "flowtrace.bridge.worst_cause.wait"  # s
+ATTR_LOOP_HELD: Final = "flowtrace.asyncio.loop_held"  # s the request's code held the loop
+ATTR_LOOP_LONGEST: Final = "flowtrace.asyncio.longest_hold"  # s, its longest single step
 
 # --- OpenTelemetry semantic-convention keys ----------------------------------
 HTTP_METHOD: Final = "http.request.method"
@@ -136,6 +146,11 @@ DB_DUPLICATES: Final = "flowtrace.db.duplicates"  # histogram: repeated executio
 EXPORT_CPU: Final = "flowtrace.export.cpu_time"  # counter, s: the export thread's own CPU
 EXPORT_REQUESTS: Final = "flowtrace.export.requests"  # counter: requests it processed
 EXPORT_EVENTS: Final = "flowtrace.export.events"  # counter: events (calls) it processed
+BRIDGE_WAIT: Final = "flowtrace.bridge.wait"  # histogram, s, per request and cause
+BRIDGE_CROSSINGS: Final = "flowtrace.bridge.crossings"  # histogram, per request and cause
+LOOP_HELD: Final = "flowtrace.asyncio.loop_held"  # histogram, s, per request
+LOOP_LAG: Final = "flowtrace.asyncio.loop_lag"  # histogram, s, per probe of the loop
+UNIT_CROSSINGS: Final = "{crossing}"
 UNIT_EVENTS: Final = "{event}"
 UNIT_SECONDS: Final = "s"
 UNIT_QUERIES: Final = "{query}"

@@ -39,6 +39,16 @@ class FlowTrace:
     #: subclass keeps them itself, through ``_finish``).
     _capture_only = False
 
+    def __new__(cls, application: Any, *args: Any, **kwargs: Any) -> Any:
+        """``FlowTrace(get_asgi_application())`` is a ``FlowTraceASGI``: one name
+        for both files, ``wsgi.py`` and ``asgi.py``."""
+        if cls is FlowTrace:
+            from flowtrace.asgi import FlowTraceASGI, is_asgi_application
+
+            if is_asgi_application(application):
+                return FlowTraceASGI(application, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         application: WSGIApp,

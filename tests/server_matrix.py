@@ -22,6 +22,8 @@ from typing import Any
 from tests.servers import ROOT, poll_until_answers
 
 APP = "tests.testproject.wsgi:traced"
+ASGI_APP = "tests.testproject.asgi:application"
+ASGI_SERVERS = ("uvicorn", "daphne", "hypercorn", "granian", "gunicorn+uvicorn")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,10 @@ class Scenario:
     @property
     def name(self) -> str:
         return f"{self.server} {self.mode} {self.stop.name}".replace("  ", " ")
+
+    @property
+    def asgi(self) -> bool:
+        return self.server in ASGI_SERVERS
 
     @property
     def service(self) -> str:
@@ -65,6 +71,23 @@ class Scenario:
                     "--shutdown-timeout", "5", "--log-to-terminal", *self.args]  # fmt: skip
         if self.server == "runserver":
             return [sys.executable, "-m", "django", "runserver", bind, *self.args]
+        if self.server == "uvicorn":
+            return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
+                    "--workers", str(self.processes), *self.args, ASGI_APP]  # fmt: skip
+        if self.server == "daphne":
+            return [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), *self.args,
+                    ASGI_APP]  # fmt: skip
+        if self.server == "hypercorn":
+            return [str(bin_dir / "hypercorn"), "--bind", bind, "--workers",
+                    str(self.processes), *self.args, ASGI_APP]  # fmt: skip
+        if self.server == "granian":
+            return [str(bin_dir / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
+                    "--port", str(port), "--workers", str(self.processes), *self.args,
+                    ASGI_APP]  # fmt: skip
+        if self.server == "gunicorn+uvicorn":
+            return [sys.executable, "-m", "gunicorn", "--bind", bind, "--graceful-timeout", "5",
+                    "--workers", str(self.processes), "--worker-class",
+                    "uvicorn_worker.UvicornWorker", *self.args, ASGI_APP]  # fmt: skip
         raise ValueError(self.server)
 
 
@@ -90,11 +113,29 @@ def matrix() -> list[Scenario]:
     ]  # fmt: skip
 
 
+def asgi_matrix() -> list[Scenario]:
+    """The ASGI servers (issue #16), each stopped as its documentation says."""
+    term, interrupt = signal.SIGTERM, signal.SIGINT
+    return [
+        Scenario("uvicorn", "1 process", term),
+        Scenario("uvicorn", "1 process", interrupt),
+        Scenario("uvicorn", "--workers 2", term, processes=2),
+        Scenario("daphne", "", term),
+        Scenario("daphne", "", interrupt),
+        Scenario("hypercorn", "", term),
+        Scenario("hypercorn", "--workers 2", term, processes=2),
+        Scenario("granian", "", term),
+        Scenario("granian", "--workers 2", interrupt, processes=2),
+        Scenario("gunicorn+uvicorn", "UvicornWorker", term, processes=2),
+    ]
+
+
 def available(scenario: Scenario) -> str | None:
     """None if this server can run here, else why not."""
     bin_dir = Path(sys.executable).parent
     needs = {"uwsgi": bin_dir / "uwsgi", "waitress": bin_dir / "waitress-serve",
-             "mod_wsgi": bin_dir / "mod_wsgi-express"}  # fmt: skip
+             "mod_wsgi": bin_dir / "mod_wsgi-express", "daphne": bin_dir / "daphne",
+             "hypercorn": bin_dir / "hypercorn", "granian": bin_dir / "granian"}  # fmt: skip
     path = needs.get(scenario.server)
     if path is not None and not path.exists():
         return f"{path.name} is not installed (pip install .[servers])"

@@ -69,6 +69,8 @@ class Timeline:
         "trace_state",
         "otel_context",
         "keep_sql_params",
+        "crossings",
+        "loop",
     )
 
     def __init__(self, request: tuple[Any, ...], wall_ns: int, t_call: int) -> None:
@@ -98,6 +100,11 @@ class Timeline:
         self.trace_state: Any = None  # the sampler's TraceState, if not empty
         self.otel_context: Any = None  # the root's context, re-attached around app code
         self.keep_sql_params = False  # per FlowTrace option, read by the DB hook
+        # ASGI only (flowtrace.capture.bridge, flowtrace.capture.loop): sync<->async
+        # crossings (cause, direction, start, end, waited to start, waited to resume), the
+        # event loop held by the request's own code: [held ns, longest step ns, steps]
+        self.crossings: list[tuple[Any, int, int, int, int, int]] | None = None
+        self.loop: list[int] | None = None
 
     @property
     def wall_offset(self) -> int:

@@ -22,6 +22,7 @@ longer than that.
 from __future__ import annotations
 
 import atexit
+import multiprocessing.util as multiprocessing_util
 import os
 import sys
 import threading
@@ -117,6 +118,9 @@ class Pipeline:
 
         os.register_at_fork(after_in_child=after_fork)
         atexit.register(at_exit)
+        # A process started by multiprocessing (uvicorn --workers, hypercorn --workers,
+        # granian) ends with os._exit(): atexit never runs there, its finalizers do.
+        multiprocessing_util.Finalize(None, at_exit, exitpriority=10)
         chain_sigterm(at_exit)  # a server that dies on SIGTERM without exit handlers
 
     def submit(self, tl: Timeline) -> None:

@@ -20,11 +20,13 @@ from typing import Any
 
 from flowtrace import semconv as sc
 from flowtrace.build import duplicates
+from flowtrace.build.asyncio import async_facts
 from flowtrace.build.coalesce import coalesce
 from flowtrace.build.outcome import error_type_of, route_of, status_code_of, trusted_queue_ns
 from flowtrace.build.shape import shape_middleware
 from flowtrace.build.totals import stage_totals
 from flowtrace.build.tree import Tree, build
+from flowtrace.capture.loop import LAG
 from flowtrace.capture.request_info import method_of, protocol_attributes
 from flowtrace.capture.timeline import Timeline
 from flowtrace.config import Config
@@ -132,9 +134,12 @@ class Recorder:
         # the server's own time: a client's (or a proxy's) queue header never forces export
         keep = self._keep_reason(tl, duration - queue, error_type) if self.spans.enabled else None
         self.requests += 1
-        return Facts(method_of(tl.request)[0], status_code, error_type, duration,
-                     tl.t_first_chunk - root_start if tl.t_first_chunk else None, queue, keep,
-                     self.requests <= COLD_REQUESTS)  # fmt: skip
+        facts = Facts(method_of(tl.request)[0], status_code, error_type, duration,
+                      tl.t_first_chunk - root_start if tl.t_first_chunk else None, queue, keep,
+                      self.requests <= COLD_REQUESTS)  # fmt: skip
+        if tl.crossings is not None or tl.loop is not None:
+            facts.asyncio = async_facts(tl)
+        return facts
 
     def _shape(self, tree: Tree) -> tuple[int, int, int]:
         """Middleware detail level, then coalescing and the budget: (spans, merged,
@@ -179,6 +184,9 @@ class Recorder:
         self.metrics.record(base, totals, per_middleware, facts.duration, facts.queries,
                             facts.ttfb, facts.error_type, exemplar, http_key,
                             facts.duration - facts.queue, dup)  # fmt: skip
+        asyncio = facts.asyncio
+        if asyncio is not None:
+            self.metrics.record_asyncio(base, asyncio.causes, asyncio.held, LAG.drain(), exemplar)
 
     @staticmethod
     def _http_key(tl: Timeline, facts: Facts) -> tuple[tuple[str, Any], ...]:

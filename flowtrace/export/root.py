@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowtrace import semconv as sc
+from flowtrace.build.asyncio import AsyncFacts
 from flowtrace.build.outcome import error_of, root_outcome
 from flowtrace.build.tree import PrefixedAttrs, StaticAttrs
 from flowtrace.capture.request_info import _HEADERS, QUERY, REQUEST_START, root_attributes
@@ -36,6 +37,7 @@ class Facts:
     route: str = sc.UNMATCHED_ROUTE
     queries: int = 0
     duplicates: tuple[int, str, int, int] | None = None  # extra, statement, count, total ns
+    asyncio: AsyncFacts | None = None  # ASGI: bridge crossings and loop figures
 
 
 class RootSpans:
@@ -61,6 +63,9 @@ class RootSpans:
             attrs[sc.ATTR_DUPLICATE_STATEMENT] = statement[: self.cfg.max_attribute_length]
             attrs[sc.ATTR_DUPLICATE_COUNT] = count
             attrs[sc.ATTR_DUPLICATE_DURATION] = total / 1e9
+        if facts.asyncio is not None:
+            for name, value in facts.asyncio.attributes().items():
+                attrs[name] = value
         method = facts.method
         verb = method if method != sc.OTHER_METHOD else "HTTP"
         # nothing matched: no http.route and the span is named by the method alone (semconv)

@@ -184,6 +184,18 @@ _HISTOGRAMS = (
     (sc.HTTP_SERVER_DURATION, sc.UNIT_SECONDS, sc.HTTP_SERVER_BUCKETS,
      "Duration of HTTP server requests."),
 )  # fmt: skip
+# Under ASGI only (no points, so nothing exported, under WSGI).
+_ASGI_HISTOGRAMS = (
+    (sc.BRIDGE_WAIT, sc.UNIT_SECONDS, sc.DURATION_BUCKETS,
+     "Time a request's sync<->async crossings waited (to start on the other side, then to "
+     "resume), per request and cause."),
+    (sc.BRIDGE_CROSSINGS, sc.UNIT_CROSSINGS, sc.QUERY_COUNT_BUCKETS,
+     "Sync<->async crossings per request and cause."),
+    (sc.LOOP_HELD, sc.UNIT_SECONDS, sc.DURATION_BUCKETS,
+     "Time a request's middleware and view code held the event loop without yielding."),
+    (sc.LOOP_LAG, sc.UNIT_SECONDS, sc.DURATION_BUCKETS,
+     "How late a 100 ms timer on the worker's event loop fired (loop lag)."),
+)  # fmt: skip
 _DROPPED_DESCRIPTION = "Requests whose telemetry flowtrace dropped (queue full or export error)."
 
 
@@ -203,7 +215,7 @@ class MetricSink:
     ) -> None:  # fmt: skip
         self.provider = provider
         self._dropped = dropped
-        wanted = _HISTOGRAMS if http_server_metric else _HISTOGRAMS[:5]
+        wanted = (_HISTOGRAMS if http_server_metric else _HISTOGRAMS[:5]) + _ASGI_HISTOGRAMS
         aggregation = Aggregation(InstrumentationScope(sc.METER_NAME, _version()), dropped)
         for name, unit, bounds, description in wanted:
             aggregation.histogram(name, unit, description, bounds)
@@ -220,6 +232,7 @@ class MetricSink:
             recorders = self._sdk_instruments(provider, wanted, counters)
         self.stage, self.request, self.queries, self.ttfb, self.duplicates = recorders[:5]
         self.http = recorders[5] if http_server_metric else None
+        self.bridge_wait, self.bridge_crossings, self.loop_held, self.loop_lag = recorders[-4:]
         self._aggregation = aggregation
 
     def after_fork(self, python_hooks_ran: bool) -> None:
@@ -281,6 +294,20 @@ class MetricSink:
             if self.http is not None:
                 server = duration_ns if server_ns is None else server_ns
                 self.http.record(http_key or request_key, server / 1e9, exemplar)
+
+    def record_asyncio(self, base: Key, causes: dict[str, list[int]], held_ns: int | None,
+                       lags: list[float], exemplar: RawExemplar | None) -> None:  # fmt: skip
+        """An ASGI request: its crossings per cause ([count, wait ns]), the time its
+        code held the loop, and the loop-lag samples taken since the last request."""
+        with self.lock:
+            for cause, (count, wait_ns) in causes.items():
+                key = base + ((sc.ATTR_BRIDGE_CAUSE, cause),)
+                self.bridge_crossings.record(key, count, exemplar)
+                self.bridge_wait.record(key, wait_ns / 1e9, exemplar)
+            if held_ns is not None:
+                self.loop_held.record(base, held_ns / 1e9, exemplar)
+            for lag in lags:
+                self.loop_lag.record((), lag, None)
 
 
 def _observer(value: Callable[[], int]) -> Callable[[Any], Iterator[Observation]]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 
-from tests.testproject import views
+from tests.testproject import asyncviews, views
 
 urlpatterns = [
     path("t/slow-view", views.slow_view),
@@ -16,5 +16,10 @@ urlpatterns = [
     path("t/method/<slug:name>", csrf_exempt(views.method_view)),
     path("t/marker/<slug:marker>", views.marker),
     path("r/", include("tests.testproject.realworld")),
+    path("a/hello", asyncviews.hello),
+    path("a/blocking", asyncviews.blocking),
+    path("a/count", asyncviews.count),
+    path("a/marker/<slug:marker>", asyncviews.marker),
+    path("a/stream", asyncviews.stream),
     path("", include("flowtrace.demo.urls")),
 ]

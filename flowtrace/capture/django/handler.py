@@ -42,12 +42,33 @@ _MAX_VIEWS = 1024
 
 
 def is_django_handler(app: object) -> bool:
-    """True for Django's WSGIHandler (or a subclass), without importing Django."""
-    if "django.core.handlers.wsgi" not in sys.modules:
-        return False
-    from django.core.handlers.wsgi import WSGIHandler
+    """True for Django's WSGIHandler or ASGIHandler (or a subclass), without
+    importing Django."""
+    if "django.core.handlers.wsgi" in sys.modules:
+        from django.core.handlers.wsgi import WSGIHandler
 
-    return isinstance(app, WSGIHandler)
+        if isinstance(app, WSGIHandler):
+            return True
+    return is_django_asgi_handler(app)
+
+
+def django_handler_in(app: object) -> Any:
+    """The Django handler to instrument: ``app`` itself, or the HTTP application of a
+    protocol router (Channels' ``ProtocolTypeRouter``); None if there is none."""
+    if is_django_handler(app):
+        return app
+    mapping = getattr(app, "application_mapping", None)
+    if isinstance(mapping, dict) and is_django_asgi_handler(mapping.get("http")):
+        return mapping["http"]
+    return None
+
+
+def is_django_asgi_handler(app: object) -> bool:
+    if "django.core.handlers.asgi" not in sys.modules:
+        return False
+    from django.core.handlers.asgi import ASGIHandler
+
+    return isinstance(app, ASGIHandler)
 
 
 def dotted_name(obj: object) -> str:
@@ -68,7 +89,7 @@ def _present_as(wrapper: Any, wrapped: Any) -> Any:
     return wrapper
 
 
-def _timed_layer(inner: Callable[[Any], Any], index: int) -> Callable[[Any], Any]:
+def _timed_layer(inner: Callable[[Any], Any], index: int, name: str) -> Callable[[Any], Any]:
     def layer(request: Any) -> Any:
         __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         tl = current.get()
@@ -81,6 +102,26 @@ def _timed_layer(inner: Callable[[Any], Any], index: int) -> Callable[[Any], Any
             tl.events.append((LAYER, t0, clock(), index))
 
     _present_as(layer, inner)
+    layer._flowtrace_name = name  # type: ignore[attr-defined]  # a bridge crossing's cause
+    return layer
+
+
+def _timed_async_layer(inner: Callable[[Any], Any], index: int, name: str) -> Any:
+    """An async middleware (under ASGI): the same interval, awaited."""
+
+    async def layer(request: Any) -> Any:
+        __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
+        tl = current.get()
+        if tl is None:
+            return await inner(request)
+        t0 = clock()
+        try:
+            return await inner(request)
+        finally:
+            tl.events.append((LAYER, t0, clock(), index))
+
+    _present_as(layer, inner)
+    layer._flowtrace_name = name  # type: ignore[attr-defined]
     return layer
 
 
@@ -88,7 +129,8 @@ class _TimedHook:
     """A process_view / process_template_response / process_exception method.
 
     A class, not a closure, because Django reads ``method.__self__`` to name
-    the middleware in its error messages; its ``repr`` is the method's.
+    the middleware in its error messages; its ``repr`` is the method's. Under
+    ASGI a hook may be a coroutine function: ``_TimedAsyncHook`` awaits it.
     """
 
     __slots__ = ("_method", "__self__", "_payload")
@@ -118,6 +160,27 @@ class _TimedHook:
         return getattr(self._method, name)
 
 
+class _TimedAsyncHook(_TimedHook):
+    __slots__ = ()
+
+    async def __call__(self, *args: Any) -> Any:
+        __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
+        tl = current.get()
+        if tl is None:
+            return await self._method(*args)
+        t0 = clock()
+        try:
+            return await self._method(*args)
+        finally:
+            tl.events.append((HOOK, t0, clock(), self._payload))
+
+
+def _timed_hook(method: Any, hook: str) -> _TimedHook:
+    if iscoroutinefunction(method):
+        return _TimedAsyncHook(method, hook)
+    return _TimedHook(method, hook)
+
+
 def _rebuild_middleware_chain(handler: Handler) -> tuple[str, ...]:
     """Reload the handler's middleware with a timing layer per middleware."""
     from django.core.handlers import base
@@ -127,25 +190,24 @@ def _rebuild_middleware_chain(handler: Handler) -> tuple[str, ...]:
 
     def timed_convert(get_response: Any) -> Any:
         converted = original(get_response)
-        if iscoroutinefunction(converted):  # async-only middleware: left as is
-            return converted
-        names.append(dotted_name(get_response))
-        return _timed_layer(converted, len(names) - 1)
+        name = HANDLER_LAYER if not names else dotted_name(get_response)
+        names.append(name)
+        if iscoroutinefunction(converted):  # an async middleware (ASGI): awaited
+            return _timed_async_layer(converted, len(names) - 1, name)
+        return _timed_layer(converted, len(names) - 1, name)
 
     base.convert_exception_to_response = timed_convert
     try:
-        handler.load_middleware()
+        handler.load_middleware(is_async=is_django_asgi_handler(handler))
     finally:
         base.convert_exception_to_response = original
-    if names:
-        names[0] = HANDLER_LAYER
     for attr, hook in (
         ("_view_middleware", "process_view"),
         ("_template_response_middleware", "process_template_response"),
         ("_exception_middleware", "process_exception"),
     ):
         methods = getattr(handler, attr) or []
-        setattr(handler, attr, [_TimedHook(m, hook) for m in methods])
+        setattr(handler, attr, [_timed_hook(m, hook) for m in methods])
     return tuple(names)
 
 
@@ -205,7 +267,9 @@ def _timed(view: Any) -> Any:
         finally:
             tl.events.append((VIEW, t0, clock(), VIEW_RAISED if raised else None))
 
-    return _present_as(timed_view, view)
+    _present_as(timed_view, view)
+    timed_view._flowtrace_name = "view"  # type: ignore[attr-defined]  # a crossing's cause
+    return timed_view
 
 
 def _hook_view(handler: Handler) -> None:
@@ -258,6 +322,10 @@ def instrument_handler(handler: Handler) -> tuple[str, ...]:
     from django.core.signals import got_request_exception
 
     names = _rebuild_middleware_chain(handler)
+    if is_django_asgi_handler(handler):
+        from flowtrace.capture.loop import held_chain
+
+        handler._middleware_chain = held_chain(handler._middleware_chain)
     _hook_resolution(handler)
     _hook_view(handler)
     got_request_exception.connect(_record_exception, dispatch_uid="flowtrace.exc")

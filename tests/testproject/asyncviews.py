@@ -1,0 +1,50 @@
+"""Async views for the ASGI tests (served under /a/ by both front ends)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from flowtrace.demo.models import Item
+
+
+async def hello(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("hello, async\n", content_type="text/plain")
+
+
+async def blocking(request: HttpRequest) -> HttpResponse:
+    """Holds the event loop: a sync sleep inside an async view (the classic mistake)."""
+    time.sleep(float(request.GET.get("ms", "10")) / 1000)
+    return HttpResponse("blocked the loop\n", content_type="text/plain")
+
+
+async def count(request: HttpRequest) -> HttpResponse:
+    """The async ORM: acount() crosses to a thread and back."""
+    return HttpResponse(f"{await Item.objects.acount()}\n", content_type="text/plain")
+
+
+def _select(marker: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT '{marker}'")  # a slug: letters, digits, - and _ only
+
+
+async def marker(request: HttpRequest, marker: str) -> HttpResponse:
+    """A per-request marker in a child span (the SQL text), after a yield to the loop:
+    concurrent requests interleave, their traces must not mix."""
+    await asyncio.sleep(0.001)
+    await sync_to_async(_select)(marker)
+    return HttpResponse(marker, content_type="text/plain")
+
+
+async def stream(request: HttpRequest) -> StreamingHttpResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            await asyncio.sleep(0)
+            yield b"x" * 1024
+
+    return StreamingHttpResponse(chunks(), content_type="application/octet-stream")
