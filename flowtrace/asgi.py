@@ -101,6 +101,8 @@ class FlowTraceASGI:
         otel_token = engine.start_trace(tl, environ)
         token = current.set(tl)
         self._in_flight += 1
+        in_flight = self._pipe.in_flight
+        in_flight.add(tl)
         try:
             await self.application(scope, self._receive(tl, receive), self._send(tl, send))
         except BaseException as exc:
@@ -115,6 +117,7 @@ class FlowTraceASGI:
             tl.t_close_end = end
             tl.t_return = tl.t_return or end  # no response started
             tl.t_close_start = tl.t_close_start or end  # the body never finished
+            in_flight.discard(tl)
             self._finish(tl)
             if self._stopping and not self._in_flight:
                 engine.flush_before_stop()

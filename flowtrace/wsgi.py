@@ -120,6 +120,7 @@ class FlowTrace:
         if self._route_resolver is not None:
             with safety.guard("route_resolver"):
                 tl.route = self._route_resolver(environ)
+        pipeline.unfinished = tl  # until its close(): see Pipeline.shutdown
         try:
             return wrap_body(result, environ, tl, self._finish)
         except Exception as exc:  # never lose the app's response
@@ -139,6 +140,9 @@ class FlowTrace:
         return timed_start_response
 
     def _finish(self, tl: Timeline) -> None:
+        pipeline = self._pipe
+        if pipeline.unfinished is tl:
+            pipeline.unfinished = None
         if self._engine is not None:
             self._engine.finish(tl)
 

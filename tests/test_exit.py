@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,24 @@ def test_a_process_that_lost_telemetry_says_one_line_within_the_budget(collector
     assert sum("telemetry of 20 of 20 requests was dropped" in line for line in lines) <= 1
     assert sum("telemetry export to" in line and "failed" in line for line in lines) <= 1
     assert not any("Transient error" in line or "Traceback" in line for line in lines), lines
+
+
+_C_EXIT = """
+import ctypes, sys
+from flowtrace.export import sigterm
+sigterm._flushes.append(lambda: open(sys.argv[1], "w").write("flushed"))
+sigterm._register_c_atexit()
+assert sigterm._c_callbacks, "no C-level exit hook registered"
+ctypes.CDLL(None).exit(0)  # as uWSGI's workers end: C exit(), no Python atexit
+"""
+
+
+def test_the_c_level_exit_hook_runs_when_c_exit_is_called(tmp_path: Any) -> None:
+    """glibc exports no ``atexit`` symbol: the hook goes through ``__cxa_atexit``.
+    (Before the fix it silently registered nothing, and uWSGI workers stopped with
+    SIGINT lost what they had served.)"""
+    marker = tmp_path / "marker"
+    done = subprocess.run([sys.executable, "-c", _C_EXIT, str(marker)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "flushed"

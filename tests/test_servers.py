@@ -90,6 +90,7 @@ def test_nothing_served_is_lost_on_stop(scenario: Scenario, receiver: Receiver) 
     assert totals.get("flowtrace.stage.duration", 0) >= 5 * (served + 1)
     assert server.stopped_in < SHUTDOWN_TIMEOUT + 1.0 + scenario.grace, log
     noise = [line for line in log.splitlines()
-             if ("flowtrace:" in line and " INFO " not in line) or "flowtrace internal error" in line
+             if ("flowtrace:" in line and " INFO " not in line)
+             or "flowtrace internal error" in line
              or "Transient error" in line or "Failed to export" in line]  # fmt: skip
     assert noise == [], noise  # a normal stop with a healthy collector says nothing

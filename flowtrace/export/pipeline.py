@@ -34,7 +34,7 @@ from os import getpid
 from time import thread_time_ns
 
 from flowtrace import safety
-from flowtrace.capture.timeline import Timeline
+from flowtrace.capture.timeline import Timeline, clock
 from flowtrace.export.sigterm import chain_sigterm
 
 Process = Callable[[Timeline], None]
@@ -104,6 +104,10 @@ class Pipeline:
         self.processed = 0
         self.submitted = 0
         self.cost = SelfCost()
+        # the last response handed to the server and not closed yet (WSGI), the
+        # requests being served (ASGI): see shutdown
+        self.unfinished: Timeline | None = None
+        self.in_flight: set[Timeline] = set()
         ref = weakref.ref(self)
 
         def after_fork() -> None:
@@ -234,6 +238,19 @@ class Pipeline:
         """Final flush at exit, bounded by ``exit_budget`` seconds."""
         if self._stopped:
             return
+        # The process ends between a response and the end of its request: a server
+        # that exits from a signal handler (uWSGI) never calls close(), one that stops
+        # its event loop (granian) never resumes the application after the last body
+        # message. The client has its answer: the request counts, ended now.
+        ending = [self.unfinished] if self.unfinished is not None else []
+        ending += [tl for tl in list(self.in_flight) if tl.t_close_start]
+        self.unfinished = None
+        self.in_flight.clear()
+        now = clock()
+        for tl in ending:
+            tl.t_close_start = tl.t_close_start or now
+            tl.t_close_end = tl.t_close_end or now
+            self.submit(tl)
         self._stopped = True  # from now on submit() drops (and counts)
         deadline = time.monotonic() + self._exit_budget
         try:

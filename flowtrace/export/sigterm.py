@@ -70,7 +70,7 @@ def chain_sigterm(flush: Callable[[], None]) -> bool:
     if _installed:
         return _installed[0]
     _installed.append(_install())
-    if "uwsgi" in sys.modules:  # see the module docstring
+    if _under_uwsgi():  # see the module docstring
         _register_c_atexit()
     return _installed[0]
 
@@ -78,7 +78,13 @@ def chain_sigterm(flush: Callable[[], None]) -> bool:
 _c_callbacks: list[Any] = []  # kept alive: the C library calls them at exit()
 
 
-def _run_flushes_at_c_exit() -> None:
+def _under_uwsgi() -> bool:
+    """uWSGI's embedded interpreter has its ``uwsgi`` module built in; it is in
+    ``sys.modules`` only once something imported it."""
+    return "uwsgi" in sys.modules or "uwsgi" in sys.builtin_module_names
+
+
+def _run_flushes_at_c_exit(_arg: Any = None) -> None:
     for flush in list(_flushes):
         try:
             flush()
@@ -87,9 +93,18 @@ def _run_flushes_at_c_exit() -> None:
 
 
 def _register_c_atexit() -> None:
+    """Register with the C library's exit handlers. glibc exports no ``atexit``
+    symbol (it is a static wrapper): ``__cxa_atexit`` is what it calls."""
     try:
-        callback = ctypes.CFUNCTYPE(None)(_run_flushes_at_c_exit)
-        if ctypes.CDLL(None).atexit(callback) == 0:
+        libc = ctypes.CDLL(None)
+        register = getattr(libc, "__cxa_atexit", None)
+        if register is not None:
+            callback: Any = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_run_flushes_at_c_exit)
+            registered = register(callback, None, None) == 0
+        else:  # a C library that exports atexit itself (musl, macOS)
+            callback = ctypes.CFUNCTYPE(None)(_run_flushes_at_c_exit)
+            registered = libc.atexit(callback) == 0
+        if registered:
             _c_callbacks.append(callback)
     except (OSError, AttributeError) as exc:
         logger.debug("flowtrace: no C-level exit hook: %r", exc)
