@@ -18,9 +18,14 @@ async def hello(request: HttpRequest) -> HttpResponse:
 
 
 async def blocking(request: HttpRequest) -> HttpResponse:
-    """Holds the event loop: a sync sleep inside an async view (the classic mistake)."""
+    """Holds the event loop: a sync sleep inside an async view (the classic mistake).
+    It says how long it blocked (X-Blocked-Ns), as the app itself measures it."""
+    t0 = time.perf_counter_ns()
     time.sleep(float(request.GET.get("ms", "10")) / 1000)
-    return HttpResponse("blocked the loop\n", content_type="text/plain")
+    blocked = time.perf_counter_ns() - t0
+    response = HttpResponse("blocked the loop\n", content_type="text/plain")
+    response["X-Blocked-Ns"] = str(blocked)
+    return response
 
 
 async def count(request: HttpRequest) -> HttpResponse:
