@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 CONFIGS = ("plain", "flowtrace-100", "flowtrace-10", "flowtrace-off", "otel-django")
+# Under ASGI the anchor is opentelemetry-instrumentation-asgi's middleware around Django.
+ASGI_CONFIGS = ("plain", "flowtrace-100", "flowtrace-10", "flowtrace-off", "otel-asgi")
 
 WSGIApp = Callable[..., Any]
 
@@ -45,20 +47,9 @@ def _nothing() -> None:
 
 
 def _otel_django() -> tuple[WSGIApp, Flush]:
-    from opentelemetry import metrics, trace
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.django import DjangoInstrumentor
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(tracer_provider)
-    meter_provider = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter())])
-    metrics.set_meter_provider(meter_provider)
+    tracer_provider, meter_provider = _sdk_providers()
     DjangoInstrumentor().instrument()
     from django.core.wsgi import get_wsgi_application
 
@@ -69,16 +60,45 @@ def _otel_django() -> tuple[WSGIApp, Flush]:
     return get_wsgi_application(), Flush(tracer_provider.force_flush, everything)
 
 
-def build(config: str) -> tuple[WSGIApp, Flush]:
-    """(application, flushes) for one configuration."""
-    _env_for(config)
-    if config == "otel-django":
-        return _otel_django()
-    from django.core.wsgi import get_wsgi_application
+def _sdk_providers() -> tuple[Any, Any]:
+    from opentelemetry import metrics, trace
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    app = get_wsgi_application()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(tracer_provider)
+    meter_provider = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter())])
+    metrics.set_meter_provider(meter_provider)
+    return tracer_provider, meter_provider
+
+
+def build_asgi(config: str) -> tuple[Any, Flush]:
+    """(ASGI application, flushes) for one configuration."""
+    _env_for(config)
+    from django.core.asgi import get_asgi_application
+
+    app = get_asgi_application()
     if config == "plain":
         return app, Flush(_nothing, _nothing)
+    if config == "otel-asgi":
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        tracer_provider, meter_provider = _sdk_providers()
+
+        def everything() -> None:
+            tracer_provider.force_flush()
+            meter_provider.force_flush()
+
+        return OpenTelemetryMiddleware(app), Flush(tracer_provider.force_flush, everything)
+    return _flowtrace(app)
+
+
+def _flowtrace(app: Any) -> tuple[Any, Flush]:
     from opentelemetry import metrics, trace
 
     from flowtrace import FlowTrace
@@ -101,7 +121,25 @@ def build(config: str) -> tuple[WSGIApp, Flush]:
     return traced, Flush(spans, everything)
 
 
-# For gunicorn: BENCH_CONFIG selects the configuration.
+def build(config: str) -> tuple[WSGIApp, Flush]:
+    """(application, flushes) for one configuration."""
+    _env_for(config)
+    if config == "otel-django":
+        return _otel_django()
+    from django.core.wsgi import get_wsgi_application
+
+    app = get_wsgi_application()
+    if config == "plain":
+        return app, Flush(_nothing, _nothing)
+    return _flowtrace(app)
+
+
+# For gunicorn (application) and uvicorn (asgi_application): BENCH_CONFIG selects the
+# configuration.
 application: WSGIApp | None = None
+asgi_application: Any = None
 if os.environ.get("BENCH_CONFIG"):
-    application = build(os.environ["BENCH_CONFIG"])[0]
+    if os.environ.get("BENCH_ASGI"):
+        asgi_application = build_asgi(os.environ["BENCH_CONFIG"])[0]
+    else:
+        application = build(os.environ["BENCH_CONFIG"])[0]

@@ -1,7 +1,8 @@
 """flowtrace's overhead, side by side with plain Django and opentelemetry-instrumentation-django.
 
-    python benchmarks/overhead.py            # ~11 minutes on a 2-core machine
+    python benchmarks/overhead.py            # ~8 minutes on a 2-core machine
     python benchmarks/overhead.py --quick    # fewer requests, for a smoke run
+    python benchmarks/overhead.py --asgi     # the same under ASGI (uvicorn on the wire)
 
 (a) In-process: each configuration lives in its own worker process (fresh
 ones every round); the configurations take turns in short slices, shuffled,
@@ -11,6 +12,9 @@ overhead is the median of per-slice differences to plain Django.
 (b) Over the wire: one gunicorn (1 sync worker) per configuration on
 127.0.0.1, all up at once, driven by wrk in turns of a few seconds;
 requests/s as the median per-cycle ratio to plain.
+With ``--asgi``: Django's ASGI handler, driven in-process by a minimal ASGI
+caller on one event loop, and uvicorn (1 process) on the wire; the anchor is
+opentelemetry-instrumentation-asgi's middleware around Django.
 All telemetry goes over real OTLP/HTTP to a sink process; the report ends
 with spans and metric points received per configuration.
 """
@@ -34,13 +38,75 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTES = ("/hello", "/db", "/stream", "/items/3/", "/page")
+ASGI_ROUTES = ("/hello", "/async", "/db", "/stream", "/page")  # /async: an async view
 # /page is event-heavy (a CMS-like page: ~46 queries, 26 template renders, 150 cache
 # calls) and ~50x slower than /hello: fewer requests give it the same measuring time.
 SCALE = {"/page": 0.1}
 SLICES = 8  # per route and round: configurations take turns slice by slice
 WARM_UP = 200  # requests per route and process before the first measured slice
 sys.path.insert(0, str(ROOT))
-from benchmarks.apps import CONFIGS  # noqa: E402
+from benchmarks.apps import ASGI_CONFIGS, CONFIGS  # noqa: E402
+
+if "--asgi" in sys.argv:  # one switch for the parent and its workers
+    CONFIGS, ROUTES = ASGI_CONFIGS, ASGI_ROUTES  # type: ignore[assignment]
+ANCHOR = CONFIGS[-1]
+
+
+def asgi_worker(config: str) -> None:
+    """As ``worker``, for an ASGI application on one event loop."""
+    import asyncio
+
+    from benchmarks.apps import build_asgi
+
+    app, flushes = build_asgi(config)
+
+    async def receive_once() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        return None
+
+    async def one(scope: dict[str, Any]) -> None:
+        received = False
+
+        async def receive() -> Any:
+            nonlocal received
+            if not received:
+                received = True
+                return await receive_once()
+            await asyncio.Event().wait()  # Django's disconnect listener: cancelled at the end
+
+        await app(dict(scope), receive, send)
+
+    async def serve() -> None:
+        warmed: set[str] = set()
+        for line in sys.stdin:
+            route, count = line.split()
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                     "method": "GET", "scheme": "http", "path": route, "raw_path": route.encode(),
+                     "root_path": "", "query_string": b"", "client": ("127.0.0.1", 40000),
+                     "server": ("127.0.0.1", 80), "headers": [(b"host", b"127.0.0.1")]}  # fmt: skip
+            if route not in warmed:
+                warmed.add(route)
+                for _ in range(WARM_UP):
+                    await one(scope)
+            flushes.spans()
+            times = []
+            cpu0 = time.process_time_ns()
+            thread0 = time.thread_time_ns()
+            for _ in range(int(count)):
+                t0 = time.perf_counter_ns()
+                await one(scope)
+                times.append(time.perf_counter_ns() - t0)
+            thread = (time.thread_time_ns() - thread0) / int(count) / 1e3
+            flushes.spans()
+            cpu = (time.process_time_ns() - cpu0) / int(count) / 1e3
+            result = {"median": statistics.median(times) / 1e3,
+                      "mean": statistics.fmean(times) / 1e3, "cpu": cpu, "request": thread}  # fmt: skip
+            print(json.dumps(result), flush=True)
+
+    asyncio.run(serve())
+    flushes.everything()
 
 
 def worker(config: str) -> None:
@@ -135,8 +201,9 @@ def _env(endpoint: str, db: str) -> dict[str, str]:
 
 
 def _spawn(config: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, __file__, "--worker", config], env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    mode = ["--asgi"] if CONFIGS is ASGI_CONFIGS else []
+    return subprocess.Popen([sys.executable, __file__, "--worker", config, *mode], env=env,
+                            text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
 
 
 def in_process(env: dict[str, str], rounds: int, count: int) -> dict[tuple[str, str], list[dict]]:
@@ -192,9 +259,12 @@ def over_the_wire(env: dict[str, str], rounds: int, seconds: int) -> dict[str, l
 
     rps: dict[str, list[float]] = {}
     for r in range(rounds):
-        servers = {config: GunicornServer("benchmarks.apps:application",
-                                          {**env, "BENCH_CONFIG": config}, ())
-                   for config in CONFIGS}  # fmt: skip
+        if CONFIGS is ASGI_CONFIGS:
+            servers: dict[str, Any] = {c: _Uvicorn({**env, "BENCH_CONFIG": c}) for c in CONFIGS}
+        else:
+            servers = {config: GunicornServer("benchmarks.apps:application",
+                                              {**env, "BENCH_CONFIG": config}, ())
+                       for config in CONFIGS}  # fmt: skip
         try:
             for server in servers.values():
                 server.start()
@@ -217,6 +287,40 @@ def over_the_wire(env: dict[str, str], rounds: int, seconds: int) -> dict[str, l
     return rps
 
 
+class _Uvicorn:
+    """uvicorn (1 process) serving ``benchmarks.apps:asgi_application`` on 127.0.0.1."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from tests.reliability import free_port
+
+        self.port = free_port()
+        self._env = {**env, "BENCH_ASGI": "1"}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "warning", "--no-access-log", "benchmarks.apps:asgi_application"],
+            env=self._env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def wait_ready(self) -> None:
+        from tests.servers import poll_until_answers
+
+        def answer() -> Any:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/hello", timeout=5) as r:
+                return r.status
+
+        assert self._proc is not None
+        poll_until_answers(answer, self._proc, 60, 0.1)
+
+    def stop(self) -> None:
+        from tests.servers import stop_process
+
+        if self._proc is not None:
+            stop_process(self._proc, 15)
+
+
 def _paired_ratios(values: list[float], plain: list[float]) -> list[float]:
     return [v / p for v, p in zip(values, plain, strict=True) if p]
 
@@ -228,7 +332,10 @@ def report(results: dict[tuple[str, str], list[dict]], rps: dict[str, list[float
     the median of per-slice differences to plain Django measured right beside it."""
     print("\n(a) in-process, µs per request: mean wall and process CPU over all slices;")
     print("    Δ = median over slices of (config - plain in the same slice), and its ratio to")
-    print("    the anchor's Δ (opentelemetry-instrumentation-django)")
+    print(
+        f"    the anchor's Δ ({ANCHOR}: opentelemetry-instrumentation-"
+        f"{'asgi around Django' if ANCHOR == 'otel-asgi' else 'django'})"
+    )
     print("    Δreq = the request thread's share of Δcpu, Δexp = the rest (export thread,")
     print("    flush); %plain = Δcpu as a share of plain's cpu; per event = Δcpu / the calls")
     print("    flowtrace records per request (events)")
@@ -245,7 +352,7 @@ def report(results: dict[tuple[str, str], list[dict]], rps: dict[str, list[float
             d_cpu = statistics.median(x["cpu"] - p["cpu"] for x, p in pairs)
             d_req = statistics.median(x["request"] - p["request"] for x, p in pairs)
             deltas[config] = (d_wall, d_cpu, d_req)
-        anchor = deltas["otel-django"][1]
+        anchor = deltas[ANCHOR][1]
         for config in CONFIGS:
             runs = results[(config, route)]
             median = statistics.median(x["median"] for x in runs)
@@ -258,7 +365,8 @@ def report(results: dict[tuple[str, str], list[dict]], rps: dict[str, list[float
                   f"{d_wall:+8.1f} {d_cpu:+8.1f} {d_req:+7.1f} {d_cpu - d_req:+7.1f} "
                   f"{d_cpu / plain_cpu * 100:+6.2f}% {per_event:7.2f} {share}")  # fmt: skip
     if rps:
-        print("\n(b) gunicorn (1 sync worker) + wrk -t1 -c2 on /hello, requests/s")
+        server = "uvicorn (1 process)" if ANCHOR == "otel-asgi" else "gunicorn (1 sync worker)"
+        print(f"\n(b) {server} + wrk -t1 -c2 on /hello, requests/s")
         print("    ratio = median over cycles of (config / plain in the same cycle)")
         for config in CONFIGS:
             ratio = statistics.median(_paired_ratios(rps[config], rps["plain"]))
@@ -276,11 +384,14 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-wire", action="store_true", help="skip (b)")
+    parser.add_argument("--asgi", action="store_true", help="Django under ASGI (uvicorn)")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker)
+        (asgi_worker if args.asgi else worker)(args.worker)
         return
     rounds, count, wire_rounds, seconds = (2, 500, 1, 2) if args.quick else (5, 2000, 5, 2)
+    if args.asgi and not args.quick:  # a Django ASGI request costs ~20x a WSGI one here
+        rounds, count = 4, 400
     tmp = tempfile.mkdtemp(prefix="flowtrace-bench-")
     db = str(Path(tmp) / "bench.sqlite3")
     os.environ["FLOWTRACE_DEMO_DB"] = db

@@ -14,4 +14,5 @@ urlpatterns = [
     path("download", views.download, name="download"),
     path("boom", views.boom, name="boom"),
     path("page", views.page, name="page"),
+    path("async", views.async_hello, name="async"),
 ]

@@ -19,6 +19,11 @@ def hello(request: HttpRequest) -> HttpResponse:
     return HttpResponse("Hello, world!\n", content_type="text/plain")
 
 
+async def async_hello(request: HttpRequest) -> HttpResponse:
+    """An async view: under ASGI it runs on the event loop, no thread hand-off."""
+    return HttpResponse("hello, async\n", content_type="text/plain")
+
+
 def db(request: HttpRequest) -> HttpResponse:
     items = list(Item.objects.all()[:5])
     total = Item.objects.count()
