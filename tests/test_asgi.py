@@ -131,7 +131,7 @@ def test_stages_tile_the_root_with_the_wsgi_names(asgi: Any) -> None:
     traced = asgi()
 
     async def run() -> None:
-        for path in ("/db", "/a/count", "/a/stream", "/deferred", "/cached"):
+        for path in ("/db", "/a/count", "/a/stream", "/deferred", "/cached", "/a/cached"):
             start, body, _ = await request(traced.app, path)
             assert start["status"] == 200 and body, path
 
@@ -139,7 +139,7 @@ def test_stages_tile_the_root_with_the_wsgi_names(asgi: Any) -> None:
     spans = traced.spans()
     roots = {r.name: r for r in spans if r.kind == trace.SpanKind.SERVER}
     assert set(roots) == {"GET /db", "GET /a/count", "GET /a/stream", "GET /deferred",
-                          "GET /cached"}  # fmt: skip
+                          "GET /cached", "GET /a/cached"}  # fmt: skip
     for name, root in roots.items():
         tree = tree_of(spans, root)
         totals = exclusive_by_stage(tree)
@@ -164,6 +164,9 @@ def test_stages_tile_the_root_with_the_wsgi_names(asgi: Any) -> None:
     assert deferred, "TemplateResponse renders after the view: deferred"
     cached = exclusive_by_stage(tree_of(spans, roots["GET /cached"]))
     assert cached["cache"] > 0
+    async_cache = [s for s in tree_of(spans, roots["GET /a/cached"])
+                   if s.attributes.get("flowtrace.stage") == "cache"]  # fmt: skip
+    assert len(async_cache) == 2  # aset and aget
 
 
 def test_middleware_async_and_sync_are_timed_by_name(asgi: Any) -> None:

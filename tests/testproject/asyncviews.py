@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
+from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
@@ -26,6 +27,12 @@ async def blocking(request: HttpRequest) -> HttpResponse:
     response = HttpResponse("blocked the loop\n", content_type="text/plain")
     response["X-Blocked-Ns"] = str(blocked)
     return response
+
+
+async def cached(request: HttpRequest) -> HttpResponse:
+    """The async cache API (aset/aget: the sync calls, run in a thread)."""
+    await cache.aset("async-key", "value", 30)
+    return HttpResponse(f"{await cache.aget('async-key')}\n", content_type="text/plain")
 
 
 async def count(request: HttpRequest) -> HttpResponse:

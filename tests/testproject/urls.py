@@ -19,6 +19,7 @@ urlpatterns = [
     path("a/hello", asyncviews.hello),
     path("a/blocking", asyncviews.blocking),
     path("a/count", asyncviews.count),
+    path("a/cached", asyncviews.cached),
     path("a/marker/<slug:marker>", asyncviews.marker),
     path("a/stream", asyncviews.stream),
     path("", include("flowtrace.demo.urls")),
