@@ -91,3 +91,28 @@ def test_names_are_pinned() -> None:
 
 def test_wall_clock_sanity() -> None:
     assert parse_queue_start(f"t={time.time():.6f}") is not None
+
+
+def test_the_layers_depend_only_downstream() -> None:
+    """capture/ imports neither build/ nor export/; build/ never imports export/ (the
+    package's layering, docs/design.md)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "flowtrace"
+    forbidden = {"capture": ("flowtrace.build", "flowtrace.export", "flowtrace.report",
+                             "flowtrace.regression", "flowtrace.wsgi", "flowtrace.asgi"),
+                 "build": ("flowtrace.export", "flowtrace.report", "flowtrace.regression",
+                           "flowtrace.wsgi", "flowtrace.asgi")}  # fmt: skip
+    offenders = []
+    for layer, banned in forbidden.items():
+        for path in (package / layer).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                offenders += [f"{path.name}: {n}" for n in names if n.startswith(banned)]
+    assert offenders == []
