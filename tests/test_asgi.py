@@ -472,3 +472,53 @@ def test_the_same_request_has_the_same_attributes_under_wsgi_and_asgi(
     assert {k: asgi_root.attributes.get(k) for k in keys} == \
         {k: wsgi_root.attributes.get(k) for k in keys}  # fmt: skip
     assert asgi_root.name == wsgi_root.name == "GET /items/<int:pk>/"
+
+
+# --- hostile input, as tests/test_hostile.py does for WSGI, in ASGI scopes ---------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_header_names = st.one_of(st.sampled_from([b"x-request-start", b"x-queue-start", b"traceparent",
+                                           b"tracestate", b"baggage", b"user-agent", b"host"]),
+                          st.binary(min_size=1, max_size=30))  # fmt: skip
+_SHARED_ASGI: dict[str, Any] = {}
+
+
+_SLOW_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=_SLOW_OK)
+@given(method=st.one_of(st.sampled_from(["GET", "POST", "HEAD", "BREW", "get"]),
+                        st.text(max_size=20)),
+       path=st.one_of(st.sampled_from(["/hello", "/a/hello", "/db", "/boom", "/a/stream"]),
+                      st.text(max_size=200).map(lambda p: "/" + p)),
+       query=st.binary(max_size=200),
+       headers=st.lists(st.tuples(_header_names, st.binary(max_size=300)),
+                        max_size=20))  # fmt: skip
+def test_hostile_scopes_behave_like_the_bare_handler(
+    asgi: Any, method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    if "app" not in _SHARED_ASGI or _SHARED_ASGI.get("fixture") is not asgi:
+        _SHARED_ASGI.update(app=asgi(max_attribute_length=256), fixture=asgi)
+    traced = _SHARED_ASGI["app"]
+
+    async def outcome(app: Any) -> tuple[Any, ...]:
+        scope = scope_for("/")
+        scope.update(method=method, path=path, raw_path=path.encode("utf-8", "replace"),
+                     query_string=query, headers=[(b"host", b"testserver"), *headers])  # fmt: skip
+        comm = ApplicationCommunicator(app, scope)
+        await comm.send_input({"type": "http.request", "body": b""})
+        try:
+            await comm.wait(10)
+        except Exception as exc:
+            return ("raised", type(exc).__name__)
+        sent = []
+        while not comm.output_queue.empty():
+            sent.append(comm.output_queue.get_nowait())
+        return ("ok", sent)
+
+    ours = asyncio.run(outcome(traced.app))
+    theirs = asyncio.run(outcome(traced.handler))
+    traced.app.flush()  # on this thread: hypothesis watches the global random state
+    assert ours == theirs
