@@ -177,8 +177,6 @@ def _subject_call(kind: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
 def _instrument() -> None:
     """Turn callgrind's instrumentation on (the parent starts it off: setup and warm-up
     then run 5 times faster). Spin while asking, so that valgrind reads the request."""
-    import subprocess
-
     asking = subprocess.Popen(["callgrind_control", "--instr=on", str(os.getpid())],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     while asking.poll() is None:

@@ -237,7 +237,7 @@ def test_blocking_the_loop_shows_on_its_route_only(asgi: Any) -> None:
     async def run() -> list[int]:
         blocked = []
         for _ in range(5):
-            start, _, _ = await request(traced.app, "/a/blocking?ms=10")
+            start, _, _ = await request(traced.app, "/a/blocking?ms=20")
             blocked.append(int(dict(start["headers"])[b"X-Blocked-Ns"]))
             await request(traced.app, "/a/hello")
         return blocked
@@ -249,11 +249,12 @@ def test_blocking_the_loop_shows_on_its_route_only(asgi: Any) -> None:
     excess = []
     for root, app_ns in zip(blocking, measured, strict=True):
         longest = root.attributes["flowtrace.asyncio.longest_hold"]
-        assert longest >= app_ns / 1e9 and app_ns >= 10_000_000  # the step holds the sleep
+        assert longest >= app_ns / 1e9 and app_ns >= 20_000_000  # the step holds the sleep
         excess.append(longest - app_ns / 1e9)
-    # within 1 ms of what the view measured around its sleep; a busy machine can only add
-    # (the step also holds the view's code around it, and the process may be descheduled)
-    assert min(excess) <= 0.001, excess
+    # close to what the view measured around its sleep; a busy machine can only add (the
+    # step also holds the middleware and view code around it, and the process may be
+    # descheduled: on a loaded 2-core CI machine the excess reached 1.7 ms)
+    assert min(excess) <= 0.005, excess
     assert min(r.attributes["flowtrace.asyncio.longest_hold"] for r in trivial[1:]) < 0.001
     held = {
         dict(p.attributes)["http.route"]: p
