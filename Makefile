@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PYTEST_FLAGS ?= -q
 # The supported (Python, Django) pairs `make test` runs the whole suite on.
-PAIRS ?= 3.11:5.2 3.12:6.0 3.13:6.1
+PAIRS ?= 3.10:5.2 3.11:5.2 3.12:6.0 3.13:6.1
 
 .PHONY: demo test lint matrix bench wheel clean
 

@@ -70,8 +70,13 @@ class FlowTraceASGI:
     def _setup(self, tracer_provider: Any, meter_provider: Any) -> None:
         installed = bridge.installed()
         bridge.install()  # before Django's handler builds its middleware adapters
-        engine = Engine(self.config, self.application, tracer_provider, meter_provider,
-                        lambda: self.dropped)  # fmt: skip
+        try:
+            engine = Engine(self.config, self.application, tracer_provider, meter_provider,
+                            lambda: self.dropped)  # fmt: skip
+        except BaseException:
+            if not installed:
+                bridge.uninstall()  # a failed setup leaves asgiref as it found it
+            raise
         self._engine = engine
         if not engine.active:
             if not installed:
@@ -82,6 +87,7 @@ class FlowTraceASGI:
         self._keep_sql_params = engine.keep_sql_params
         self._excluded = engine.excluded is not None
         self._server_timing = self.config.server_timing
+        self._lag = engine.metrics is not None  # the loop-lag probe feeds a metric only
         assert engine.pipeline is not None
         self._pipe: Pipeline = engine.pipeline
         self._in_flight = 0
@@ -142,8 +148,10 @@ class FlowTraceASGI:
         tl = Timeline(snapshot(environ, self._header_keys), time_ns(), t_call)
         tl.layer_names = self._layer_names
         tl.keep_sql_params = self._keep_sql_params
-        with safety.guard("loop_lag"):
-            LAG.watch(asyncio.get_running_loop())
+        tl.crossings = []  # appended to from the loop and from threads: made here, once
+        if self._lag:
+            with safety.guard("loop_lag"):
+                LAG.watch(asyncio.get_running_loop())
         if not self._signals_watched:
             self._signals_watched = True
             with safety.guard("stop_signals"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -523,3 +524,200 @@ def test_hostile_scopes_behave_like_the_bare_handler(
     theirs = asyncio.run(outcome(traced.handler))
     traced.app.flush()  # on this thread: hypothesis watches the global random state
     assert ours == theirs
+
+
+# --- the bridge leaves asgiref's behaviour and the user's functions alone -----------------
+# (regression tests from an independent review against asgiref 3.8-3.13 and Django's source)
+
+_OLDEST_ASGIREF_SCRIPT = r"""
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+import asgiref, django
+django.setup()
+from asgiref.sync import async_to_sync
+from django.core.handlers.asgi import ASGIHandler
+from flowtrace import FlowTrace
+from tests.test_asgi import request
+
+async def none(): return "none"
+async def two(a, b): return a + b
+async def named(*, x): return x
+
+def calls():
+    return [async_to_sync(none)(), async_to_sync(two)(1, 2), async_to_sync(named)(x=3)]
+
+before = calls()
+app = FlowTrace(ASGIHandler())
+start, body, _ = asyncio.run(request(app, "/a/signal"))
+print(asgiref.__version__, before == calls(), start["status"], body.decode())
+"""
+
+
+def _oldest_asgiref() -> str:
+    """The oldest asgiref the installed Django accepts (5.2: 3.8.1, 6.x: 3.9.1)."""
+    from importlib.metadata import requires
+
+    for requirement in requires("django") or ():
+        if requirement.startswith("asgiref"):
+            return requirement.split(">=", 1)[1].split(",")[0].strip()
+    raise AssertionError("Django declares no asgiref requirement")
+
+
+def test_the_oldest_asgiref_django_allows_keeps_working(tmp_path: Any) -> None:
+    """asgiref 3.8 calls main_wrap with the function and its arguments (3.9+: one
+    coroutine); patched for 3.9 only, every async_to_sync with arguments raised
+    TypeError, and a sync view sending a signal with an async receiver was a 500."""
+    import subprocess
+    import sys
+
+    version = _oldest_asgiref()
+    target = Path.home() / ".cache" / "flowtrace-tests" / f"asgiref-{version}"
+    if not (target / "asgiref").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--target", str(target), f"asgiref=={version}"], check=True)  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OTEL_TRACES_EXPORTER": "none",
+           "OTEL_METRICS_EXPORTER": "none"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", _OLDEST_ASGIREF_SCRIPT, str(target)],
+                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().split(None, 3) == [version, "True", "200", "['async receiver']"]
+
+
+def test_the_users_sync_to_async_functions_are_left_as_they_are(asgi: Any) -> None:
+    """The callee was once replaced by a timing wrapper: ``__name__``, ``__doc__`` and
+    the signature of every ``@sync_to_async`` function made afterwards were flowtrace's,
+    and the wrapper outlived uninstall()."""
+    import inspect
+
+    from asgiref.sync import sync_to_async
+
+    def lookup(user_id: int, *, active: bool = True) -> str:
+        """Fetch a user."""
+        return f"user {user_id}"
+
+    made_before = sync_to_async(lookup)
+    traced = asgi()
+    made_after = sync_to_async(lookup)
+
+    async def run() -> list[str]:
+        from flowtrace.capture.timeline import Timeline, current
+
+        token = current.set(Timeline({}, 0, 0))  # inside a traced request
+        try:
+            return [await made_before(1), await made_after(2)]
+        finally:
+            current.reset(token)
+
+    assert asyncio.run(run()) == ["user 1", "user 2"]
+    for wrapped in (made_before, made_after):
+        assert wrapped.func is lookup
+        assert (wrapped.__name__, wrapped.__doc__) == ("lookup", "Fetch a user.")  # type: ignore[attr-defined]
+        assert inspect.signature(wrapped) == inspect.signature(lookup)
+    traced.shutdown()
+
+
+def test_a_finished_response_is_not_kept_alive_for_the_export_thread(asgi: Any) -> None:
+    """A crossing kept its callee until export: ``sync_to_async(response.close)`` held
+    the whole response (here 10 MB) for up to 2048 pending requests."""
+    import gc
+
+    from tests.testproject import asyncviews
+
+    traced = asgi(export_interval=60)
+    asyncviews.RESPONSES.clear()
+    asyncio.run(request(traced.app, "/a/big"))
+    gc.collect()
+    assert asyncviews.RESPONSES and asyncviews.RESPONSES[0]() is None
+    (root,) = traced.roots()
+    assert root.attributes["flowtrace.bridge.crossings"] >= 1
+
+
+def test_a_private_loop_in_another_thread_is_not_the_request_holding_the_loop(
+    asgi: Any,
+) -> None:
+    """async_to_sync from a worker thread runs on a loop of its own: its 50 ms block
+    was counted as the request holding the server's loop."""
+    traced = asgi()
+    asyncio.run(request(traced.app, "/a/private-loop"))
+    (root,) = traced.roots()
+    assert root.attributes["flowtrace.asyncio.longest_hold"] < 0.025
+
+
+def test_signal_receivers_are_their_own_cause(asgi: Any) -> None:
+    """``Signal.asend`` runs sync receivers through sync_to_async: request_started
+    (during setup) was labelled ``close``."""
+    traced = asgi()
+    asyncio.run(request(traced.app, "/a/hello"))
+    traced.spans()
+    held = {
+        dict(p.attributes)["flowtrace.bridge.cause"]: p
+        for _, p in points(traced.reader.get_metrics_data(), "flowtrace.bridge.crossings")
+    }
+    assert "signals" in held and "close" in held  # request_started/finished; response.close()
+
+
+def test_headers_given_as_a_one_shot_iterator_reach_the_application(asgi: Any) -> None:
+    """Any iterable is valid ASGI: a header iterator read by flowtrace was empty for
+    Django."""
+    traced = asgi()
+
+    async def run() -> bytes:
+        scope = scope_for("/a/header")
+        scope["headers"] = iter([(b"host", b"testserver"), (b"x-tenant", b"acme")])
+        comm = ApplicationCommunicator(traced.app, scope)
+        await comm.send_input({"type": "http.request", "body": b""})
+        await comm.receive_output(10)
+        body = (await comm.receive_output(10))["body"]
+        await comm.wait(10)
+        return bytes(body)
+
+    assert asyncio.run(run()) == b"acme"
+
+
+def test_a_crossing_with_its_own_context_does_not_rewrite_another(asgi: Any) -> None:
+    """asgiref >= 3.11's ``context=``: the thread sees that context's crossing mark,
+    not the caller's; a context captured during an earlier crossing had that crossing's
+    timing rewritten."""
+    import contextvars
+    import inspect
+    import time
+
+    from asgiref.sync import sync_to_async
+
+    if "context" not in inspect.signature(sync_to_async).parameters:
+        pytest.skip("sync_to_async(context=...) arrived in asgiref 3.11")
+    from flowtrace.capture.timeline import Timeline, current
+
+    asgi()
+    captured: list[contextvars.Context] = []
+
+    async def run() -> Any:
+        tl = Timeline({}, 0, 0)
+        tl.crossings = []
+        current.set(tl)
+        await sync_to_async(lambda: captured.append(contextvars.copy_context()))()
+        first = tl.crossings[0]
+        mark = list(captured[0].get(bridge._crossing) or ())
+        await sync_to_async(lambda: time.sleep(0.01), context=captured[0])()  # type: ignore[call-overload]
+        return tl, first, mark
+
+    tl, first, mark = asyncio.run(run())
+    assert tl.crossings == [first]  # not measured
+    assert list(captured[0].get(bridge._crossing) or ()) == mark  # not rewritten
+
+
+def test_a_failed_setup_leaves_asgiref_as_it_found_it(monkeypatch: Any) -> None:
+    from django.core.handlers.asgi import ASGIHandler
+
+    from flowtrace import asgi as asgi_front
+    from flowtrace import safety
+
+    class Broken:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("a bad exporter setting")
+
+    monkeypatch.setattr(asgi_front, "Engine", Broken)
+    app = FlowTrace(ASGIHandler())
+    assert not bridge.installed() and not app._active  # type: ignore[union-attr]
+    assert [type(error) for error in safety.errors] == [RuntimeError]
+    safety.reset()

@@ -42,7 +42,10 @@ def environ_of(scope: Mapping[str, Any]) -> dict[str, Any]:
     client = scope.get("client")
     if isinstance(client, (tuple, list)) and client and isinstance(client[0], str):
         environ["REMOTE_ADDR"] = client[0]
-    for item in scope.get("headers") or ():
+    headers = scope.get("headers")
+    # any iterable is valid ASGI, but a one-shot iterator read here would be gone for
+    # the application: only lists and tuples are read
+    for item in headers if isinstance(headers, (list, tuple)) else ():
         try:
             name, value = item
             key = name.decode("latin-1").upper().replace("-", "_")

@@ -12,17 +12,24 @@ methods record, per crossing of a traced request, in ``Timeline.crossings``:
 
     (cause, direction, t_start, t_end, waited to start ns, waited to resume ns)
 
-``cause`` is the callee for a crossing into a thread (a middleware layer, the
-view, an ORM method...) and None for one back to the loop, whose cause (the
-sync middleware calling its async ``get_response``) is found on the export
-thread from the middleware intervals around it (``cause_of``). Outside a
-traced request each patched method costs one ``ContextVar.get()``.
+``cause`` names the callee of a crossing into a thread (a middleware layer,
+the view, an ORM method...: a string, or its owner class, module and qualname,
+never the callee itself, which may hold a response alive) and is None for one
+back to the loop, whose cause (the sync middleware calling its async
+``get_response``) is found on the export thread from the middleware intervals
+around it (``cause_of``). The callee's start and end are noted by a one-off
+wrapper around the call asgiref makes in the thread (``thread_handler``); the
+user's function and its ``SyncToAsync`` are never changed. Outside a traced
+request a crossing costs one ``ContextVar.get()`` on each side and that
+wrapper's call.
 """
 
 from __future__ import annotations
 
-import asyncio
+import inspect
+import threading
 from contextvars import ContextVar
+from types import CoroutineType
 from typing import Any
 
 from flowtrace.capture.loop import Held
@@ -42,28 +49,34 @@ def install() -> None:
         return
     from asgiref.sync import AsyncToSync, SyncToAsync
 
-    _originals.update(s2a_init=SyncToAsync.__init__, s2a_call=SyncToAsync.__call__,
+    _originals.update(s2a_call=SyncToAsync.__call__, s2a_thread=SyncToAsync.thread_handler,
                       a2s_call=AsyncToSync.__call__, a2s_main=AsyncToSync.main_wrap)  # fmt: skip
-    s2a_init, s2a_call = _originals["s2a_init"], _originals["s2a_call"]
+    s2a_call, s2a_thread = _originals["s2a_call"], _originals["s2a_thread"]
     a2s_call, a2s_main = _originals["a2s_call"], _originals["a2s_main"]
-
-    def init(self: Any, func: Any, *args: Any, **kwargs: Any) -> None:
-        s2a_init(self, func, *args, **kwargs)
-        self.func = _callee_timed(self.func)
+    # asgiref >= 3.9 hands main_wrap the coroutine itself (its steps can be timed);
+    # 3.8 hands it the function and its arguments
+    takes_awaitable = "awaitable" in inspect.signature(a2s_main).parameters
 
     async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         tl = current.get()
-        if tl is None:
+        # a crossing given its own context (asgiref >= 3.11's context=) cannot see
+        # this one's mark: not measured
+        if tl is None or getattr(self, "context", None) is not None:
             return await s2a_call(self, *args, **kwargs)
-        if not hasattr(self.func, "_flowtrace_callee"):  # made before install()
-            self.func = _callee_timed(self.func)
         mark = [clock(), 0, 0]
         token = _crossing.set(mark)  # asgiref copies the context after this
         try:
             return await s2a_call(self, *args, **kwargs)
         finally:
             _record(tl, self.func, TO_THREAD, mark, token)
+
+    def thread_handler(self: Any, loop: Any, exc_info: Any, task_context: Any, func: Any,
+                       *args: Any, **kwargs: Any) -> Any:  # fmt: skip
+        __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
+        if len(args) == 1 and not kwargs:  # func(child): child runs in the copied context
+            args = (_timed_child(args[0]),)
+        return s2a_thread(self, loop, exc_info, task_context, func, *args, **kwargs)
 
     def call_back(self: Any, *args: Any, **kwargs: Any) -> Any:
         __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
@@ -78,35 +91,40 @@ def install() -> None:
             _record(tl, None, TO_LOOP, mark, token)
 
     async def main_wrap(self: Any, call_result: Any, exc_info: Any, task_context: Any,
-                        context: Any, awaitable: Any) -> Any:  # fmt: skip
+                        context: Any, *args: Any, **kwargs: Any) -> Any:  # fmt: skip
         __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         mark = context[0].get(_crossing) if context else None
         if mark is not None and not mark[1]:
             mark[1] = clock()
             tl = context[0].get(current)
-            if tl is not None and tl.loop is not None and asyncio.iscoroutine(awaitable):
-                # back on the loop, in a task of its own: its steps are the request's too
-                awaitable = Held(awaitable, tl.loop)
+            held = tl.loop if tl is not None else None
+            if (held is not None and takes_awaitable and len(args) == 1 and not kwargs
+                    and isinstance(args[0], CoroutineType)
+                    and threading.get_ident() == held[3]):  # fmt: skip
+                # back on the request's own loop, in a task of its own: its steps are
+                # the request's too (not on a private loop async_to_sync made elsewhere)
+                args = (Held(args[0], held),)
         try:
-            return await a2s_main(self, call_result, exc_info, task_context, context, awaitable)
+            return await a2s_main(self, call_result, exc_info, task_context, context,
+                                  *args, **kwargs)  # fmt: skip
         finally:
             if mark is not None:
                 mark[2] = clock()
 
-    SyncToAsync.__init__ = init  # type: ignore[method-assign]
     SyncToAsync.__call__ = call  # type: ignore[method-assign]
+    SyncToAsync.thread_handler = thread_handler  # type: ignore[method-assign]
     AsyncToSync.__call__ = call_back  # type: ignore[method-assign]
     AsyncToSync.main_wrap = main_wrap  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
-    """Restore asgiref (tests)."""
+    """Restore asgiref."""
     if not _originals:
         return
     from asgiref.sync import AsyncToSync, SyncToAsync
 
-    SyncToAsync.__init__ = _originals.pop("s2a_init")  # type: ignore[method-assign]
     SyncToAsync.__call__ = _originals.pop("s2a_call")  # type: ignore[method-assign]
+    SyncToAsync.thread_handler = _originals.pop("s2a_thread")  # type: ignore[method-assign]
     AsyncToSync.__call__ = _originals.pop("a2s_call")  # type: ignore[method-assign]
     AsyncToSync.main_wrap = _originals.pop("a2s_main")  # type: ignore[method-assign]
 
@@ -115,26 +133,38 @@ def installed() -> bool:
     return bool(_originals)
 
 
-def _callee_timed(func: Any) -> Any:
-    """The function a ``sync_to_async`` runs in its thread, noting when it starts
-    and ends for the crossing in progress."""
+def _timed_child(child: Any) -> Any:
+    """The call a ``sync_to_async`` makes in its thread, noting when it starts and
+    ends for the crossing in progress (a one-off wrapper: the user's function and
+    its ``SyncToAsync`` are left as they are)."""
 
-    def callee(*args: Any, **kwargs: Any) -> Any:
+    def timed() -> Any:
         __traceback_hide__ = True  # noqa: F841 - read by Django's debug page
         mark = _crossing.get()
-        if mark is None:
-            return func(*args, **kwargs)
+        if mark is None or mark[1]:  # untraced, or a mark this call does not own
+            return child()
         mark[1] = clock()
         try:
-            return func(*args, **kwargs)
+            return child()
         finally:
             mark[2] = clock()
 
-    callee._flowtrace_callee = func  # type: ignore[attr-defined]
-    return callee
+    return timed
 
 
-def _record(tl: Any, cause: Any, direction: int, mark: list[int], token: Any) -> None:
+def _cause_key(func: Any) -> Any:
+    """What names a crossing's cause, without keeping the callee (often a bound
+    method of the response or a queryset) alive until the export thread runs:
+    a layer's name, or (owner class, module, qualname)."""
+    named = getattr(func, "_flowtrace_name", None)
+    if isinstance(named, str):
+        return named
+    owner = getattr(func, "__self__", None)
+    return (type(owner) if owner is not None else None,
+            getattr(func, "__module__", None), getattr(func, "__qualname__", None))  # fmt: skip
+
+
+def _record(tl: Any, func: Any, direction: int, mark: list[int], token: Any) -> None:
     end = clock()
     try:
         _crossing.reset(token)
@@ -144,8 +174,9 @@ def _record(tl: Any, cause: Any, direction: int, mark: list[int], token: Any) ->
     if not began or not ended:  # the other side never ran (cancelled before it started)
         return
     crossings = tl.crossings
-    if crossings is None:
+    if crossings is None:  # a WSGI request calling async_to_sync (ASGI ones have a list)
         crossings = tl.crossings = []
+    cause = _cause_key(func) if func is not None else None
     crossings.append((cause, direction, start, end, began - start, end - ended))
 
 
@@ -154,7 +185,9 @@ def _record(tl: Any, cause: Any, direction: int, mark: list[int], token: Any) ->
 
 def cause_of(crossing: tuple[Any, ...], events: list[Any], layer_names: tuple[str, ...]) -> str:
     """A bounded name for what made a crossing: a middleware's dotted path,
-    ``view``, ``orm``, ``template``, ``cache``, ``close`` or ``other``."""
+    ``view``, ``orm``, ``template``, ``cache``, ``signals`` (receivers run by
+    ``Signal.asend``: ``request_started``, ``request_finished``, the app's own),
+    ``close`` (``response.close()``) or ``other``."""
     cause, direction, start = crossing[0], crossing[1], crossing[2]
     if direction == TO_LOOP:  # the sync layer that called its async get_response
         inner: tuple[int, int] | None = None
@@ -164,25 +197,22 @@ def cause_of(crossing: tuple[Any, ...], events: list[Any], layer_names: tuple[st
                 inner = (t0, t1)
                 name = layer_names[index] if 0 < index < len(layer_names) else "other"
         return name
-    target = getattr(cause, "_flowtrace_callee", cause)
-    named = getattr(target, "_flowtrace_name", None)
-    if isinstance(named, str):
-        return named
-    owner = getattr(target, "__self__", None)
+    if isinstance(cause, str):  # a timed layer or the view
+        return cause
+    owner, module, qualname = cause if isinstance(cause, tuple) else (None, None, None)
+    module, qualname = str(module or ""), str(qualname or "")
     if owner is not None and layer_names:  # a middleware's own hook (process_view...)
-        from flowtrace.capture.django.handler import dotted_name
-
-        path = dotted_name(owner)
+        path = f"{owner.__module__}.{owner.__qualname__.split('.<locals>')[0]}"
         if path in layer_names:
             return path
-    module = str(getattr(target, "__module__", "") or "")
-    qualname = str(getattr(target, "__qualname__", "") or "")
     if module.startswith("django.db"):
         return "orm"
     if module.startswith("django.core.cache"):
         return "cache"
     if module.startswith("django.template") or qualname.endswith(".render"):
         return "template"
-    if qualname.endswith(".close") or module.startswith("django.dispatch"):
+    if module.startswith("django.dispatch"):  # Signal.asend running sync receivers
+        return "signals"
+    if qualname.endswith(".close"):
         return "close"
     return "other"

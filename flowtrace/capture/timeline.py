@@ -102,7 +102,7 @@ class Timeline:
         self.keep_sql_params = False  # per FlowTrace option, read by the DB hook
         # ASGI only (flowtrace.capture.bridge, flowtrace.capture.loop): sync<->async
         # crossings (cause, direction, start, end, waited to start, waited to resume), the
-        # event loop held by the request's own code: [held ns, longest step ns, steps]
+        # event loop held by the request's own code: [held ns, longest step ns, steps, thread]
         self.crossings: list[tuple[Any, int, int, int, int, int]] | None = None
         self.loop: list[int] | None = None
 

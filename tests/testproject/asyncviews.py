@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.cache import cache
 from django.db import connection
+from django.dispatch import Signal
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from flowtrace.demo.models import Item
@@ -60,3 +62,47 @@ async def stream(request: HttpRequest) -> StreamingHttpResponse:
             yield b"x" * 1024
 
     return StreamingHttpResponse(chunks(), content_type="application/octet-stream")
+
+
+# --- for the bridge's regression tests (tests/test_asgi.py) --------------------------
+
+PING = Signal()
+
+
+async def _async_receiver(sender: object, **kwargs: object) -> str:
+    return "async receiver"
+
+
+PING.connect(_async_receiver)
+
+
+def signal(request: HttpRequest) -> HttpResponse:
+    """A sync view sending a signal with an async receiver: Signal.send runs it
+    through async_to_sync with no arguments."""
+    return HttpResponse(repr([r for _, r in PING.send(sender=None)]), content_type="text/plain")
+
+
+async def _blocks_its_own_loop() -> int:
+    time.sleep(0.05)  # blocks the private loop of a worker thread, not the server's
+    return 1
+
+
+async def private_loop(request: HttpRequest) -> HttpResponse:
+    """async_to_sync on a private loop in another thread (asyncio.to_thread copies the
+    context): not the request holding the server's loop."""
+    await asyncio.to_thread(async_to_sync(_blocks_its_own_loop))
+    return HttpResponse("ok\n", content_type="text/plain")
+
+
+RESPONSES: list[weakref.ref[HttpResponse]] = []
+
+
+async def big(request: HttpRequest) -> HttpResponse:
+    """A 10 MB response, watched through a weak reference."""
+    response = HttpResponse(b"x" * 10_000_000, content_type="application/octet-stream")
+    RESPONSES.append(weakref.ref(response))
+    return response
+
+
+async def header(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(request.headers.get("X-Tenant", "<missing>"), content_type="text/plain")

@@ -22,5 +22,9 @@ urlpatterns = [
     path("a/cached", asyncviews.cached),
     path("a/marker/<slug:marker>", asyncviews.marker),
     path("a/stream", asyncviews.stream),
+    path("a/signal", asyncviews.signal),
+    path("a/private-loop", asyncviews.private_loop),
+    path("a/big", asyncviews.big),
+    path("a/header", asyncviews.header),
     path("", include("flowtrace.demo.urls")),
 ]
