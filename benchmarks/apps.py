@@ -28,6 +28,8 @@ def _env_for(config: str) -> None:
         os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
     if config == "flowtrace-off":
         os.environ["FLOWTRACE_ENABLED"] = "0"
+    if config == "flowtrace-metrics":  # exact metrics, no spans exported
+        os.environ["OTEL_TRACES_EXPORTER"] = "none"
 
 
 class Flush:

@@ -16,7 +16,8 @@ ran, i.e. whether the SDK restarted its threads itself).
 
 Under gevent the thread is a greenlet: a drain yields to the hub every
 ``_YIELD_EVERY_NS`` of work, so it never holds up the worker's requests for
-longer than that.
+longer than that. Under ASGI the front end asks for the same with a real pause
+(``pause``, ``yield_every_ns``), so the event loop gets the GIL back.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ class Pipeline:
         self.processed = 0
         self.submitted = 0
         self.cost = SelfCost()
+        # an event loop shares the GIL with this thread (ASGI): pause this long
+        # after every _YIELD_EVERY_NS of work (see drain)
+        self.pause = 0.0
+        self.yield_every_ns = _YIELD_EVERY_NS
         # the last response handed to the server and not closed yet (WSGI), the
         # requests being served (ASGI): see shutdown
         self.unfinished: Timeline | None = None
@@ -148,7 +153,7 @@ class Pipeline:
                 self._thread = thread
 
     def _run(self) -> None:
-        cooperative = _gevent_patched()
+        cooperative = _gevent_patched() or self.pause > 0
         while not self._finished:
             self._wake.wait(self._interval)
             self._wake.clear()
@@ -189,8 +194,8 @@ class Pipeline:
         processed, events = self.processed, 0
         slice_start = time.perf_counter_ns()
         while pending:
-            if cooperative and time.perf_counter_ns() - slice_start > _YIELD_EVERY_NS:
-                time.sleep(0)  # gevent's sleep: let the worker's requests run
+            if cooperative and time.perf_counter_ns() - slice_start > self.yield_every_ns:
+                time.sleep(self.pause)  # gevent's sleep, or a real one: let the loop run
                 slice_start = time.perf_counter_ns()
             if not self._acquire(deadline):
                 break
