@@ -90,7 +90,7 @@ class Engine:
         self.pipeline: Pipeline | None = None
         self.spans: Any = None
         self.metrics: MetricSink | None = None
-        self._flushed_at = -1  # pipeline.submitted at the last flush_before_stop
+        self._flushed_at = (0, 0)  # (pid, pipeline.submitted) at the last flush_before_stop
         if providers.sdk_disabled():  # OTEL_SDK_DISABLED=true: no hooks, no thread
             return
         provider, configured_here = providers.tracer_provider(tracer_provider, cfg)
@@ -295,9 +295,11 @@ class Engine:
         pipeline = self.pipeline
         # once per batch of requests: a stopping server's later request ends (or a
         # second signal) flush again only if something new was submitted
-        if pipeline is None or pipeline.submitted in (0, self._flushed_at):
+        if pipeline is None or not pipeline.submitted:
             return
-        self._flushed_at = pipeline.submitted
+        if (os.getpid(), pipeline.submitted) == self._flushed_at:  # per process: a fork
+            return  # starts counting again
+        self._flushed_at = (os.getpid(), pipeline.submitted)
         deadline = time.monotonic() + self.cfg.shutdown_timeout
         with safety.guard("flush_before_stop"):
             pipeline.drain(deadline)

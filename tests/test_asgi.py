@@ -256,7 +256,9 @@ def test_blocking_the_loop_shows_on_its_route_only(asgi: Any) -> None:
     # step also holds the middleware and view code around it, and the process may be
     # descheduled: on a loaded 2-core CI machine the excess reached 1.7 ms)
     assert min(excess) <= 0.005, excess
-    assert min(r.attributes["flowtrace.asyncio.longest_hold"] for r in trivial[1:]) < 0.001
+    # a trivial route's longest step is Django's own code (URL resolution, async middleware):
+    # ~0.3 ms on Python 3.11 here, 1.02 ms once on 3.10 on a busy machine
+    assert min(r.attributes["flowtrace.asyncio.longest_hold"] for r in trivial[1:]) < 0.003
     held = {
         dict(p.attributes)["http.route"]: p
         for _, p in points(traced.reader.get_metrics_data(), "flowtrace.asyncio.loop_held")
@@ -573,8 +575,13 @@ def test_the_oldest_asgiref_django_allows_keeps_working(tmp_path: Any) -> None:
     version = _oldest_asgiref()
     target = Path.home() / ".cache" / "flowtrace-tests" / f"asgiref-{version}"
     if not (target / "asgiref").is_dir():
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                        "--target", str(target), f"asgiref=={version}"], check=True)  # fmt: skip
+        got = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                              "--target", str(target), f"asgiref=={version}"],
+                             capture_output=True, text=True)  # fmt: skip
+        if got.returncode != 0:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"pip could not install asgiref {version}: {got.stderr[-500:]}")
+            pytest.skip(f"pip could not install asgiref {version} (offline?)")
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OTEL_TRACES_EXPORTER": "none",
            "OTEL_METRICS_EXPORTER": "none"}  # fmt: skip
     done = subprocess.run([sys.executable, "-c", _OLDEST_ASGIREF_SCRIPT, str(target)],

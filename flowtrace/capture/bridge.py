@@ -171,8 +171,10 @@ def _record(tl: Any, func: Any, direction: int, mark: list[int], token: Any) -> 
     except ValueError:  # another context (never on asgiref's own paths)
         _crossing.set(None)
     start, began, ended = mark
-    if not began or not ended:  # the other side never ran (cancelled before it started)
+    if not began:  # the other side never ran (cancelled before it started)
         return
+    if not ended:  # the callee's end not noted yet (a result delivered before main_wrap
+        ended = end  # got back, or the caller cancelled mid-call): no resume wait counted
     crossings = tl.crossings
     if crossings is None:  # a WSGI request calling async_to_sync (ASGI ones have a list)
         crossings = tl.crossings = []
