@@ -642,12 +642,14 @@ def test_a_finished_response_is_not_kept_alive_for_the_export_thread(asgi: Any) 
 def test_a_private_loop_in_another_thread_is_not_the_request_holding_the_loop(
     asgi: Any,
 ) -> None:
-    """async_to_sync from a worker thread runs on a loop of its own: its 50 ms block
+    """async_to_sync from a worker thread runs on a loop of its own: its 200 ms block
     was counted as the request holding the server's loop."""
     traced = asgi()
     asyncio.run(request(traced.app, "/a/private-loop"))
     (root,) = traced.roots()
-    assert root.attributes["flowtrace.asyncio.longest_hold"] < 0.025
+    # counted, it would be >= 200 ms; not counted, it is the request's own steps (28 ms
+    # once on a loaded CI machine)
+    assert root.attributes["flowtrace.asyncio.longest_hold"] < 0.1
 
 
 def test_signal_receivers_are_their_own_cause(asgi: Any) -> None:

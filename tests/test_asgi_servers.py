@@ -4,8 +4,9 @@ against what the application itself measures (issue #16):
 * a sync-only middleware in an async stack, 20 concurrent clients: its crossings are
   counted exactly (two per request) and their waiting time matches the hand-off time
   the app measures around the middleware (tests/testproject/middleware.py);
-* an async view that calls ``time.sleep(0.01)``: its longest hold of the event loop
-  matches the blocking the view measures, and a trivial async route shows none.
+* an async view that calls ``time.sleep(0.02)``: its longest hold of the event loop is
+  never below the blocking the view measures and close to it, and a trivial async route
+  shows only Django's own code.
 """
 
 from __future__ import annotations
@@ -129,4 +130,6 @@ def test_blocking_the_loop_on_a_real_server(receiver: Receiver) -> None:
     # sleep and, under load, waits for the GIL held by the worker threads of other requests
     # (on a loaded 2-core CI machine the median excess reached 1.7 ms)
     assert excess[len(excess) // 2] <= 0.005, excess
-    assert trivial[len(trivial) // 2] < 0.001, trivial  # ≈ 0 on a trivial async route
+    # small on a trivial async route: its longest step is Django's own code (URL resolution,
+    # async middleware), GIL waits included; medians of 0.5-1.2 ms seen under this load
+    assert trivial[len(trivial) // 2] < 0.003, trivial

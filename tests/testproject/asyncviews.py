@@ -83,7 +83,7 @@ def signal(request: HttpRequest) -> HttpResponse:
 
 
 async def _blocks_its_own_loop() -> int:
-    time.sleep(0.05)  # blocks the private loop of a worker thread, not the server's
+    time.sleep(0.2)  # blocks the private loop of a worker thread, not the server's
     return 1
 
 
