@@ -357,7 +357,14 @@ def test_paired_bench_against_another_checkout(tmp_path: Path) -> None:
                       "--rounds", "4", "--processes", "1", cwd=power, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     cmp = _flowtrace("compare", "b.json", "pr.json", cwd=tmp_path)
-    assert cmp.returncode == 0, cmp.stdout  # the PR halved the view: an improvement
+    # the PR halved the view: an improvement. With one process per side, a process's own
+    # memory layout can move the unchanged 0.3 ms /hello (up to 20 % in
+    # docs/performance.md, +34 % seen once in CI), which no statistic over that one process
+    # can tell from a change: only the changed route is asserted; the gate's
+    # false-positive rate with several processes is benchmarks/regression_power.py's
+    regressed = [line for line in cmp.stdout.splitlines() if "regressed" in line]
+    assert all(line.startswith("GET /hello ") for line in regressed), cmp.stdout
+    assert cmp.returncode == (1 if regressed else 0), cmp.stdout
     assert re.search(r"GET /work/<int:pk>/ +view .*-[4-6]\d\.\d%\) .*improved", cmp.stdout), (
         cmp.stdout
     )
