@@ -128,8 +128,7 @@ class FlowTraceASGI:
             tl.t_close_end = end
             tl.t_return = tl.t_return or end  # no response started
             tl.t_close_start = tl.t_close_start or end  # the body never finished
-            in_flight.discard(tl)
-            self._finish(tl)
+            self._finish(tl)  # out of in_flight too
             if self._stopping and not self._in_flight:
                 engine.flush_before_stop()
 
@@ -240,8 +239,10 @@ class FlowTraceASGI:
         return traced_send
 
     def _finish(self, tl: Timeline) -> None:
-        if self._engine is not None:
-            self._engine.finish(tl)
+        try:
+            self._pipe.end_request(tl)
+        except Exception as exc:
+            safety.report("submit", exc)
 
     def flush(self) -> None:
         """Export everything recorded so far (tests, CLI, shutdown hooks)."""

@@ -259,15 +259,6 @@ class Engine:
             safety.report("start_trace", exc)
             return None
 
-    def finish(self, tl: Timeline) -> None:
-        pipeline = self.pipeline
-        if pipeline is None:
-            return
-        try:
-            pipeline.submit(tl)
-        except Exception as exc:
-            safety.report("submit", exc)
-
     # --- process life -----------------------------------------------------------------
 
     @property

@@ -140,11 +140,10 @@ class FlowTrace:
         return timed_start_response
 
     def _finish(self, tl: Timeline) -> None:
-        pipeline = self._pipe
-        if pipeline.unfinished is tl:
-            pipeline.unfinished = None
-        if self._engine is not None:
-            self._engine.finish(tl)
+        try:
+            self._pipe.end_request(tl)
+        except Exception as exc:
+            safety.report("submit", exc)
 
     def flush(self) -> None:
         """Export everything recorded so far (tests, CLI, shutdown hooks)."""

@@ -113,6 +113,10 @@ class Pipeline:
         # requests being served (ASGI): see shutdown
         self.unfinished: Timeline | None = None
         self.in_flight: set[Timeline] = set()
+        # a request's own thread ending it and shutdown ending it for the server must
+        # not both submit it, nor both skip it (see end_request and shutdown)
+        self._ending = threading.Lock()
+        self._taken: set[Timeline] = set()  # ended by shutdown
         ref = weakref.ref(self)
 
         def after_fork() -> None:
@@ -144,6 +148,17 @@ class Pipeline:
             self._start()
         elif len(pending) >= self._wake_at:
             self._wake.set()
+
+    def end_request(self, tl: Timeline) -> None:
+        """A request ended by its own thread (the front ends): submitted, unless the
+        shutdown already ended it (a server exiting while this thread finished)."""
+        with self._ending:
+            if self.unfinished is tl:
+                self.unfinished = None
+            elif tl in self._taken:
+                return
+            self.in_flight.discard(tl)
+            self.submit(tl)
 
     def _start(self) -> None:
         with self._busy:
@@ -247,16 +262,20 @@ class Pipeline:
         # that exits from a signal handler (uWSGI) never calls close(), one that stops
         # its event loop (granian) never resumes the application after the last body
         # message. The client has its answer: the request counts, ended now.
-        ending = [self.unfinished] if self.unfinished is not None else []
-        ending += [tl for tl in list(self.in_flight) if tl.t_close_start]
-        self.unfinished = None
-        self.in_flight.clear()
-        now = clock()
-        for tl in ending:
-            tl.t_close_start = tl.t_close_start or now
-            tl.t_close_end = tl.t_close_end or now
-            self.submit(tl)
-        self._stopped = True  # from now on submit() drops (and counts)
+        # A request thread may be ending its request right now (end_request): one of
+        # the two submits it, under the same lock.
+        with self._ending:
+            ending = [self.unfinished] if self.unfinished is not None else []
+            ending += [tl for tl in list(self.in_flight) if tl.t_close_start]
+            self.unfinished = None
+            self.in_flight.clear()
+            self._taken.update(ending)
+            now = clock()
+            for tl in ending:
+                tl.t_close_start = tl.t_close_start or now
+                tl.t_close_end = tl.t_close_end or now
+                self.submit(tl)
+            self._stopped = True  # from now on submit() drops (and counts)
         deadline = time.monotonic() + self._exit_budget
         try:
             # under the lock: the export thread may be using the connection right now
@@ -291,6 +310,8 @@ class Pipeline:
         self._task_done = threading.Event()
         self._task = None
         self._thread = None
+        self._ending = threading.Lock()
+        self._taken = set()
         self.dropped = self.processed = self.submitted = 0
         self.cost = SelfCost()
         for callback in self.on_fork:
