@@ -287,8 +287,9 @@ def test_paired_bench_measures_both_sides_together_and_catches_a_slower_view(
                      cwd=tmp_path)  # fmt: skip
     assert cmp.returncode == 1, cmp.stdout
     assert "paired run" in cmp.stdout and "machine speed" not in cmp.stdout
-    # twice the work: flagged, with a shift of that order (the view is not only the loop)
-    assert re.search(r"GET /work/<int:pk>/ +view .*\+([5-9]\d|1[0-4]\d)\.\d%\) .*regressed",
+    # twice the work: flagged, with a shift of that order (the view is not only the loop;
+    # with 2 processes per side, one slow process moves it: +207 % seen once in CI)
+    assert re.search(r"GET /work/<int:pk>/ +view .*\+([5-9]\d|[12]\d\d)\.\d%\) .*regressed",
                      cmp.stdout), cmp.stdout  # fmt: skip
 
 
