@@ -24,6 +24,10 @@ from flowtrace.config import Config, load_config
 from flowtrace.engine import Engine
 from flowtrace.export.pipeline import Pipeline
 
+# responses handed to the server and not closed, remembered for the exit flush; a server
+# that drops iterables without close() (against PEP 3333) stops being tracked past this
+_MAX_HANDED = 1024
+
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -120,7 +124,9 @@ class FlowTrace:
         if self._route_resolver is not None:
             with safety.guard("route_resolver"):
                 tl.route = self._route_resolver(environ)
-        pipeline.unfinished = tl  # until its close(): see Pipeline.shutdown
+        handed = pipeline.handed  # until its close(): see Pipeline.shutdown
+        if len(handed) < _MAX_HANDED:  # a server that never closes cannot grow it
+            handed.add(tl)
         try:
             return wrap_body(result, environ, tl, self._finish)
         except Exception as exc:  # never lose the app's response

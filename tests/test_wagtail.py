@@ -69,9 +69,18 @@ def test_one_route_per_page_type(site: dict[str, str], tmp_path: Path) -> None:
     # the bread page's N+1 (one title query per sibling), named with its statement
     assert re.search(r"N\+1 queries, routes with .*\n +\d+\.\d  GET wagtail:bakery\.BreadPage  "
                      r"\(\d+ × SELECT .*wagtailcore_page", report.stdout)  # fmt: skip
-    # ... and among its heaviest queries: 5 calls per request of the title query
-    heaviest = r"GET wagtail:bakery.BreadPage .*\n(  .*\n)*  heaviest queries .*\n(    .*\n)*?"
-    assert re.search(heaviest + r" +5\.0 .*\"wagtailcore_page\".\"title\"", report.stdout)
+    # ... and what the heaviest-queries table is made of: 5 calls per request of the title
+    # query (whether it makes the printed top 5 depends on timing: a cold query can
+    # outweigh it on a busy machine, so the table's source is asserted)
+    from flowtrace.report.spans import SpanReport
+
+    read = SpanReport()
+    read.read(str(spans))
+    bread = read.routes["GET wagtail:bakery.BreadPage"]
+    title = [(text, calls) for text, calls, _ in bread.heaviest("db", n=100)
+             if '"wagtailcore_page"."title"' in text]  # fmt: skip
+    assert 5.0 in [calls / bread.count for _, calls in title], title  # one of them, 5×
+    assert "heaviest queries" in report.stdout
 
 
 def test_a_regression_in_one_page_type_is_flagged(site: dict[str, str], tmp_path: Path) -> None:

@@ -109,9 +109,10 @@ class Pipeline:
         # after every _YIELD_EVERY_NS of work (see drain)
         self.pause = 0.0
         self.yield_every_ns = _YIELD_EVERY_NS
-        # the last response handed to the server and not closed yet (WSGI), the
-        # requests being served (ASGI): see shutdown
-        self.unfinished: Timeline | None = None
+        # responses handed to the server and not closed yet (WSGI; a server writes them
+        # from another thread, so several can be pending), the requests being served
+        # (ASGI): see shutdown
+        self.handed: set[Timeline] = set()
         self.in_flight: set[Timeline] = set()
         # a request's own thread ending it and shutdown ending it for the server must
         # not both submit it, nor both skip it (see end_request and shutdown)
@@ -153,10 +154,9 @@ class Pipeline:
         """A request ended by its own thread (the front ends): submitted, unless the
         shutdown already ended it (a server exiting while this thread finished)."""
         with self._ending:
-            if self.unfinished is tl:
-                self.unfinished = None
-            elif tl in self._taken:
+            if tl in self._taken:
                 return
+            self.handed.discard(tl)
             self.in_flight.discard(tl)
             self.submit(tl)
 
@@ -265,9 +265,9 @@ class Pipeline:
         # A request thread may be ending its request right now (end_request): one of
         # the two submits it, under the same lock.
         with self._ending:
-            ending = [self.unfinished] if self.unfinished is not None else []
+            ending = list(self.handed)
             ending += [tl for tl in list(self.in_flight) if tl.t_close_start]
-            self.unfinished = None
+            self.handed.clear()
             self.in_flight.clear()
             self._taken.update(ending)
             now = clock()
@@ -312,6 +312,7 @@ class Pipeline:
         self._thread = None
         self._ending = threading.Lock()
         self._taken = set()
+        self.handed, self.in_flight = set(), set()  # the parent's requests
         self.dropped = self.processed = self.submitted = 0
         self.cost = SelfCost()
         for callback in self.on_fork:
