@@ -56,7 +56,9 @@ def test_the_demo_measures_warm_workers(demo_output: str) -> None:
     assert {"GET /hello", "GET /db", "GET /stream", "GET /items/<int:pk>/", "GET /deferred",
             "GET /cached", "GET /download"} <= set(routes)  # fmt: skip
     hello = routes["GET /hello"]
-    assert hello and max(hello.values()) <= 50.0, hello  # no cold start dominating /hello
+    # no cold start dominating /hello: that showed as queue time (96 % before the warm-up);
+    # one request descheduled on a busy machine can still move another stage's mean
+    assert hello and hello.get("queue", 0.0) <= 50.0, hello
 
 
 def test_the_readme_sample_has_the_shape_of_the_real_output(demo_output: str) -> None:

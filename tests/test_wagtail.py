@@ -99,4 +99,8 @@ def test_a_regression_in_one_page_type_is_flagged(site: dict[str, str], tmp_path
     regressed = {(row["route"], row["metric"]) for row in verdicts["rows"]
                  if row["verdict"] == "regressed"}  # fmt: skip
     assert ("GET wagtail:bakery.BreadPage", "queries") in regressed
-    assert {route for route, _ in regressed} == {"GET wagtail:bakery.BreadPage"}
+    # counts are exact: no other page type's queries moved. A timing metric of an
+    # unchanged page type was flagged once in fifteen suite runs on this noisy 2-core VM
+    # (docs/ci.md, "Measured power and false alarms"): timings are not asserted here
+    assert {route for route, metric in regressed
+            if metric == "queries"} == {"GET wagtail:bakery.BreadPage"}  # fmt: skip
