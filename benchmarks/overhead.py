@@ -92,21 +92,28 @@ def asgi_worker(config: str) -> None:
                     await one(scope)
             flushes.spans()
             times = []
-            cpu0 = time.process_time_ns()
-            thread0 = time.thread_time_ns()
+            cpu0, thread0 = time.process_time_ns(), time.thread_time_ns()
             for _ in range(int(count)):
                 t0 = time.perf_counter_ns()
                 await one(scope)
                 times.append(time.perf_counter_ns() - t0)
-            thread = (time.thread_time_ns() - thread0) / int(count) / 1e3
-            flushes.spans()
-            cpu = (time.process_time_ns() - cpu0) / int(count) / 1e3
-            median, mean = statistics.median(times) / 1e3, statistics.fmean(times) / 1e3
-            result = {"median": median, "mean": mean, "cpu": cpu, "request": thread}
-            print(json.dumps(result), flush=True)
+            _answer(times, cpu0, thread0, flushes)
 
     asyncio.run(serve())
     flushes.everything()
+
+
+def _answer(times: list[int], cpu0: int, thread0: int, flushes: Any) -> None:
+    """One slice's figures as a JSON line, in µs per request. request: this thread
+    while serving; the rest of the process CPU (export thread, the final flush's drain
+    and send) is the export's."""
+    count = len(times)
+    thread = (time.thread_time_ns() - thread0) / count / 1e3
+    flushes.spans()
+    cpu = (time.process_time_ns() - cpu0) / count / 1e3
+    result = {"median": statistics.median(times) / 1e3, "mean": statistics.fmean(times) / 1e3,
+              "cpu": cpu, "request": thread}  # fmt: skip
+    print(json.dumps(result), flush=True)
 
 
 def worker(config: str) -> None:
@@ -134,20 +141,12 @@ def worker(config: str) -> None:
                 one(environ)
         flushes.spans()
         times = []
-        cpu0 = time.process_time_ns()
-        thread0 = time.thread_time_ns()
+        cpu0, thread0 = time.process_time_ns(), time.thread_time_ns()
         for _ in range(int(count)):
             t0 = time.perf_counter_ns()
             one(environ)
             times.append(time.perf_counter_ns() - t0)
-        thread = (time.thread_time_ns() - thread0) / int(count) / 1e3
-        flushes.spans()
-        cpu = (time.process_time_ns() - cpu0) / int(count) / 1e3
-        # request thread: this thread while serving; the rest (export thread, the final
-        # flush's drain and send) is the export's
-        result = {"median": statistics.median(times) / 1e3,
-                  "mean": statistics.fmean(times) / 1e3, "cpu": cpu, "request": thread}  # fmt: skip
-        print(json.dumps(result), flush=True)
+        _answer(times, cpu0, thread0, flushes)
     flushes.everything()  # stdin closed: the round is over; metrics go out now
 
 

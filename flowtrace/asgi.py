@@ -37,7 +37,7 @@ from flowtrace.capture.loop import LAG
 from flowtrace.capture.request_info import snapshot
 from flowtrace.capture.timeline import Timeline, clock, current
 from flowtrace.config import Config, load_config
-from flowtrace.engine import Engine
+from flowtrace.engine import Engine, FrontEnd
 from flowtrace.export.pipeline import Pipeline
 
 Scope = MutableMapping[str, Any]
@@ -47,7 +47,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class FlowTraceASGI:
+class FlowTraceASGI(FrontEnd):
     """Wrap an ASGI application (Django's ``ASGIHandler``, or any) and trace every
     HTTP request. Same options as ``FlowTrace``."""
 
@@ -237,26 +237,6 @@ class FlowTraceASGI:
             await send(message)
 
         return traced_send
-
-    def _finish(self, tl: Timeline) -> None:
-        try:
-            self._pipe.end_request(tl)
-        except Exception as exc:
-            safety.report("submit", exc)
-
-    def flush(self) -> None:
-        """Export everything recorded so far (tests, CLI, shutdown hooks)."""
-        if self._engine is not None:
-            self._engine.flush()
-
-    @property
-    def dropped(self) -> int:
-        """Requests whose telemetry was dropped (queue full or export error)."""
-        return self._engine.dropped if self._engine is not None else 0
-
-    @property
-    def _pipeline(self) -> Any:
-        return self._engine.pipeline if self._engine is not None else None
 
 
 def _with_server_timing(tl: Timeline, message: Message) -> Message:

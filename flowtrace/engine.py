@@ -342,3 +342,40 @@ def sampler_attributes(environ: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(host, str):
         attrs[sc.SERVER_ADDRESS] = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return attrs
+
+
+class FrontEnd:
+    """What the two front ends (``flowtrace.wsgi``, ``flowtrace.asgi``) share: the end
+    of a request, and the engine's flush, drop count and parts."""
+
+    _engine: Engine | None
+    _pipe: Pipeline
+
+    def _finish(self, tl: Timeline) -> None:
+        try:
+            self._pipe.end_request(tl)
+        except Exception as exc:
+            safety.report("submit", exc)
+
+    def flush(self) -> None:
+        """Export everything recorded so far (tests, CLI, shutdown hooks)."""
+        if self._engine is not None:
+            self._engine.flush()
+
+    @property
+    def dropped(self) -> int:
+        """Requests whose telemetry was dropped (queue full or export error)."""
+        return self._engine.dropped if self._engine is not None else 0
+
+    # The engine's parts, for tests and tools that look inside.
+    @property
+    def _pipeline(self) -> Any:
+        return self._engine.pipeline if self._engine is not None else None
+
+    @property
+    def _spans(self) -> Any:
+        return self._engine.spans if self._engine is not None else None
+
+    @property
+    def _metrics(self) -> Any:
+        return self._engine.metrics if self._engine is not None else None

@@ -21,7 +21,7 @@ from flowtrace.capture.body import wrap_body
 from flowtrace.capture.request_info import snapshot
 from flowtrace.capture.timeline import Timeline, clock, current
 from flowtrace.config import Config, load_config
-from flowtrace.engine import Engine
+from flowtrace.engine import Engine, FrontEnd
 from flowtrace.export.pipeline import Pipeline
 
 # responses handed to the server and not closed, remembered for the exit flush; a server
@@ -32,7 +32,7 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-class FlowTrace:
+class FlowTrace(FrontEnd):
     """Wrap a WSGI application (Django's, or any) and trace every request.
 
     ``application = FlowTrace(get_wsgi_application())`` is the whole setup;
@@ -144,32 +144,3 @@ class FlowTrace:
             return start_response(status, headers, *exc_info)
 
         return timed_start_response
-
-    def _finish(self, tl: Timeline) -> None:
-        try:
-            self._pipe.end_request(tl)
-        except Exception as exc:
-            safety.report("submit", exc)
-
-    def flush(self) -> None:
-        """Export everything recorded so far (tests, CLI, shutdown hooks)."""
-        if self._engine is not None:
-            self._engine.flush()
-
-    @property
-    def dropped(self) -> int:
-        """Requests whose telemetry was dropped (queue full or export error)."""
-        return self._engine.dropped if self._engine is not None else 0
-
-    # The engine's parts, for tests and tools that look inside.
-    @property
-    def _pipeline(self) -> Any:
-        return self._engine.pipeline if self._engine is not None else None
-
-    @property
-    def _spans(self) -> Any:
-        return self._engine.spans if self._engine is not None else None
-
-    @property
-    def _metrics(self) -> Any:
-        return self._engine.metrics if self._engine is not None else None

@@ -49,18 +49,22 @@ class InProcess:
     """FlowTrace around a fresh Django handler, exporting to memory (real SDK)."""
 
     def __init__(self, **options: Any) -> None:
-        from django.core.handlers.wsgi import WSGIHandler
-
         self.exporter = InMemorySpanExporter()
         self.tracer_provider = TracerProvider()
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.reader = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.reader])
-        self.handler = WSGIHandler()
+        self.handler = self.make_handler()
         self.app = FlowTrace(
             self.handler, tracer_provider=self.tracer_provider,
             meter_provider=self.meter_provider, **options,
         )  # fmt: skip
+
+    @staticmethod
+    def make_handler() -> Any:
+        from django.core.handlers.wsgi import WSGIHandler
+
+        return WSGIHandler()
 
     def spans(self) -> list[Any]:
         self.app.flush()

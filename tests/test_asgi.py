@@ -13,15 +13,12 @@ from typing import Any
 import pytest
 from asgiref.testing import ApplicationCommunicator
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 
 from flowtrace import FlowTrace, FlowTraceASGI
 from flowtrace.capture import bridge
 from flowtrace.capture.django import calls as django_calls
+from tests.conftest import InProcess
 from tests.metrics import points
 
 STAGES = {"setup", "middleware", "url_resolution", "view", "db", "template", "cache",
@@ -59,32 +56,17 @@ async def request(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None
     return messages[0], data, messages
 
 
-class AsgiInProcess:
+class AsgiInProcess(InProcess):
     """FlowTrace around a fresh Django ASGIHandler, exporting to memory."""
 
-    def __init__(self, **options: Any) -> None:
+    @staticmethod
+    def make_handler() -> Any:
         from django.core.handlers.asgi import ASGIHandler
 
-        self.exporter = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-        self.handler = ASGIHandler()
-        self.app = FlowTrace(self.handler, tracer_provider=self.tracer_provider,
-                             meter_provider=self.meter_provider, **options)  # fmt: skip
-
-    def spans(self) -> list[ReadableSpan]:
-        self.app.flush()
-        return list(self.exporter.get_finished_spans())
+        return ASGIHandler()
 
     def roots(self) -> list[ReadableSpan]:
         return [s for s in self.spans() if s.kind == trace.SpanKind.SERVER]
-
-    def shutdown(self) -> None:
-        self.app.flush()
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
 
 
 @pytest.fixture
